@@ -1,0 +1,195 @@
+"""The gateway: lifecycle, serving and transport wired together on one gRPC port."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
+from gateway.config import GatewayConfig, ModelConfig, VersionPolicy, load_config
+from gateway.errors import ConfigError, InvalidInput
+from gateway.lifecycle.loader import LoadHook
+from gateway.lifecycle.manager import VersionManager
+from gateway.lifecycle.monitor import StateMonitor
+from gateway.serving.predictor import Predictor
+from gateway.serving.runner import VersionRunner
+from gateway.serving.servable import LoadedVersion
+from gateway.sinks.metrics import Metrics
+from gateway.transport.admin import AdminServicer
+from gateway.transport.model_service import ModelServicer
+from gateway.transport.prediction import PredictionServicer
+
+log = structlog.get_logger("gateway")
+
+OVERALL = ""  # the health service name for the whole server
+
+
+class Gateway:
+    """One gateway instance. `start()` binds the port and begins loading models;
+    `stop()` drains in-flight requests, unloads versions and closes exporters."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        config_path: Path | None = None,
+        hooks: list[LoadHook] | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.metrics = Metrics()
+        self.monitor = StateMonitor()
+        self.monitor.add_listener(self.metrics.on_state)
+        self.executor = ThreadPoolExecutor(
+            max_workers=config.server.request_threads, thread_name_prefix="predict"
+        )
+        self._hooks = hooks or []
+        self.port = 0
+        self.metrics_port: int | None = None
+        self._server: Any = None
+        self._health: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.manager: VersionManager | None = None
+
+    def _make_runner(self, model: ModelConfig, loaded: LoadedVersion) -> VersionRunner:
+        return VersionRunner(loaded, self.executor, model.batching, self.metrics.batch_observer)
+
+    async def start(self) -> None:
+        """Bind the port, start serving, and begin loading every configured model."""
+        self._loop = asyncio.get_running_loop()
+        cfg = self.config.server
+        self.manager = VersionManager(
+            self.config,
+            self._make_runner,
+            monitor=self.monitor,
+            hooks=self._hooks,
+            on_change=self._on_table_change,
+            on_load_failure=self.metrics.on_load_failure,
+        )
+        options = [
+            ("grpc.max_receive_message_length", cfg.max_message_bytes),
+            ("grpc.max_send_message_length", cfg.max_message_bytes),
+            ("grpc.so_reuseport", 1),
+        ]
+        self._server = grpc.aio.server(options=options)
+        predictor = Predictor(self.manager)
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionServicer(predictor, self.metrics), self._server
+        )
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelServicer(self.manager, self.metrics, self.reload_tfs_config), self._server
+        )
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(
+            AdminServicer(self.manager, self.metrics, self.reload), self._server
+        )
+        self._health = health_aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(
+            [
+                "tensorflow.serving.PredictionService",
+                "tensorflow.serving.ModelService",
+                admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            self._server,
+        )
+        self.port = self._server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        if self.port == 0:
+            raise OSError(f"could not bind {cfg.host}:{cfg.port}")
+        if cfg.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(cfg.metrics_port, cfg.host)
+        await self._server.start()
+        await self._health.set(OVERALL, health_pb2.HealthCheckResponse.SERVING)
+        await self.manager.start()
+        self._on_table_change()
+        log.info(
+            "gateway_started",
+            port=self.port,
+            metrics_port=self.metrics_port,
+            models=[m.name for m in self.config.models],
+        )
+
+    def _on_table_change(self) -> None:
+        if self._health is None or self.manager is None or self._loop is None:
+            return
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        for name, view in self.manager.table.items():
+            status = serving if view.versions else not_serving
+            self._loop.create_task(self._health.set(name, status))
+
+    async def wait(self) -> None:
+        """Block until the server stops."""
+        await self._server.wait_for_termination()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, let in-flight RPCs finish (up to `grace` s), unload, close."""
+        grace = self.config.server.grace_seconds if grace is None else grace
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace)
+        if self.manager is not None:
+            await self.manager.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.metrics.close()
+        log.info("gateway_stopped")
+
+    async def reload(self) -> list[str]:
+        """Re-read the config file and apply its model list (server settings need a restart)."""
+        if self.config_path is None:
+            raise InvalidInput("the gateway was not started from a config file")
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            raise InvalidInput(f"config reload rejected: {exc}") from exc
+        return await self._apply(config)
+
+    async def reload_tfs_config(self, server_config: Any) -> list[str]:
+        """Apply a TF Serving ModelServerConfig (model_config_list only)."""
+        if server_config.WhichOneof("config") != "model_config_list":
+            raise InvalidInput("config: only model_config_list is supported")
+        models = []
+        for i, mc in enumerate(server_config.model_config_list.config):
+            base_path = Path(mc.base_path)
+            if not base_path.is_dir():
+                raise InvalidInput(
+                    f"config.model_config_list.config[{i}].base_path: directory does not exist: "
+                    f"{mc.base_path}"
+                )
+            policy = mc.model_version_policy
+            kind = policy.WhichOneof("policy_choice")
+            if kind == "all":
+                vp = VersionPolicy(all={})
+            elif kind == "specific":
+                vp = VersionPolicy(specific=list(policy.specific.versions))
+            else:
+                vp = VersionPolicy(latest=policy.latest.num_versions or 1)
+            old = self.config.model(mc.name)
+            fields: dict[str, Any] = {"batching": old.batching} if old else {}
+            models.append(
+                ModelConfig(
+                    name=mc.name,
+                    base_path=base_path.resolve(),
+                    version_policy=vp,
+                    version_labels=dict(mc.version_labels),
+                    **fields,
+                )
+            )
+        return await self._apply(self.config.model_copy(update={"models": models}))
+
+    async def _apply(self, config: GatewayConfig) -> list[str]:
+        assert self.manager is not None
+        changes = await self.manager.apply_config(config)
+        self.config = config
+        log.info("config_reloaded", changes=changes)
+        return changes

@@ -1,0 +1,205 @@
+"""Typed gateway configuration, loaded from YAML with one-line errors.
+
+Every error names the key path and what was expected, e.g.
+``models[0].base_path: directory does not exist: models/x``.
+Relative paths are resolved against the directory holding the config file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from gateway.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Strict):
+    """Where and how the gRPC server listens."""
+
+    host: str = "0.0.0.0"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8500
+    metrics_port: Annotated[int | None, Field(ge=0, le=65535)] = 8502
+    max_message_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
+    grace_seconds: Annotated[float, Field(ge=0)] = 10.0
+    request_threads: Annotated[int, Field(ge=1, le=64)] = 4
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+
+
+class LifecycleConfig(_Strict):
+    """How model repositories are polled and versions are loaded."""
+
+    poll_interval_seconds: Annotated[float, Field(gt=0)] = 1.0
+    load_threads: Annotated[int, Field(ge=1, le=16)] = 1
+    retry_initial_seconds: Annotated[float, Field(gt=0)] = 1.0
+    retry_max_seconds: Annotated[float, Field(gt=0)] = 60.0
+    warmup: bool = True
+
+
+class LoggingConfig(_Strict):
+    """Structured logging output."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+    file: Path | None = None
+
+
+class VersionPolicy(_Strict):
+    """Which versions under base_path should be served (exactly one key, as in TF Serving)."""
+
+    latest: Annotated[int, Field(ge=1)] | None = None
+    all: dict[str, Any] | None = None
+    specific: list[Annotated[int, Field(ge=0)]] | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> VersionPolicy:
+        given = [k for k in ("latest", "all", "specific") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "expected exactly one of {latest: N}, {all: {}}, {specific: [..]}, "
+                f"got {given or 'none'}"
+            )
+        if self.specific is not None and not self.specific:
+            raise ValueError("specific: expected at least one version")
+        return self
+
+    def select(self, available: list[int]) -> set[int]:
+        """Return the versions to serve out of the versions found on disk."""
+        if self.all is not None:
+            return set(available)
+        if self.specific is not None:
+            return set(self.specific) & set(available)
+        return set(sorted(available)[-(self.latest or 1) :])
+
+
+class BatchingConfig(_Strict):
+    """Dynamic batching of concurrent requests into one TensorFlow call."""
+
+    enabled: bool = True
+    max_batch_size: Annotated[int, Field(ge=1, le=65536)] = 64
+    batch_timeout_micros: Annotated[int, Field(ge=0, le=10_000_000)] = 0
+    max_enqueued_requests: Annotated[int, Field(ge=1)] = 10_000
+    num_batch_threads: Annotated[int, Field(ge=1, le=32)] = 2
+
+
+class ModelConfig(_Strict):
+    """One model: its repository directory, version policy, labels and batching."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")]
+    base_path: Path
+    version_policy: VersionPolicy = VersionPolicy(latest=1)
+    version_labels: dict[str, Annotated[int, Field(ge=0)]] = {}
+    batching: BatchingConfig = BatchingConfig()
+
+    @field_validator("version_labels")
+    @classmethod
+    def _labels(cls, value: dict[str, int]) -> dict[str, int]:
+        for label in value:
+            if not label or label.isdigit():
+                raise ValueError(f"label {label!r}: expected a non-numeric name")
+        return value
+
+
+class GatewayConfig(_Strict):
+    """The whole gateway configuration file."""
+
+    server: ServerConfig = ServerConfig()
+    lifecycle: LifecycleConfig = LifecycleConfig()
+    logging: LoggingConfig = LoggingConfig()
+    models: list[ModelConfig] = []
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, value: list[ModelConfig]) -> list[ModelConfig]:
+        seen: set[str] = set()
+        for model in value:
+            if model.name in seen:
+                raise ValueError(f"duplicate model name {model.name!r}")
+            seen.add(model.name)
+        return value
+
+    def model(self, name: str) -> ModelConfig | None:
+        """Return the config of model `name`, or None."""
+        return next((m for m in self.models if m.name == name), None)
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    first = exc.errors(include_url=False)[0]
+    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    msg = str(first["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        msg = msg.removeprefix(prefix)
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling; see the README's config reference)"
+    elif first["type"] == "missing":
+        msg = "required key is missing"
+    extra = len(exc.errors()) - 1
+    suffix = f" (and {extra} more error{'s' if extra > 1 else ''})" if extra else ""
+    return f"{_format_loc(loc)}: {msg}{suffix}"
+
+
+def parse_config(data: Any, base_dir: Path) -> GatewayConfig:
+    """Validate a parsed YAML document; relative paths resolve against `base_dir`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"(top level): expected a mapping, got {type(data).__name__}")
+    try:
+        config = GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from exc
+    models = []
+    for i, model in enumerate(config.models):
+        written = model.base_path
+        path = written if written.is_absolute() else (base_dir / written)
+        if not path.is_dir():
+            raise ConfigError(f"models[{i}].base_path: directory does not exist: {written}")
+        models.append(model.model_copy(update={"base_path": path.resolve()}))
+    log_file = config.logging.file
+    if log_file is not None and not log_file.is_absolute():
+        log_file = base_dir / log_file
+    return config.model_copy(
+        update={"models": models, "logging": config.logging.model_copy(update={"file": log_file})}
+    )
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    """Read and validate a YAML config file, raising `ConfigError` with a one-line reason."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from exc
+    return parse_config(data, path.parent)

@@ -1,0 +1,212 @@
+"""Verify, load and warm up one model version directory (runs on loader threads).
+
+Every failure raises `VersionLoadError` whose message is the reason reported in
+status, logs and metrics; it names the file when one is to blame.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gateway.errors import GatewayError, VersionLoadError
+from gateway.serving.servable import (
+    CLASSIFY,
+    PREDICT,
+    REGRESS,
+    Arrays,
+    LoadedVersion,
+    Signature,
+    TensorSpec,
+)
+
+WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
+MAX_WARMUP_RECORDS = 1000
+_SHARD = re.compile(r"^variables\.data-(\d{5})-of-(\d{5})$")
+
+LoadHook = Callable[[LoadedVersion], LoadedVersion]
+"""A load step after the SavedModel is loaded: may check the version (raise
+`VersionLoadError`) or return it with extensions added."""
+
+
+def _import_tf() -> Any:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    return tf
+
+
+def read_signature_defs(path: Path) -> Any:
+    """Parse saved_model.pb and return the 'serve' MetaGraph's signature_def map (a proto map)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    pb = path / "saved_model.pb"
+    if not pb.is_file():
+        raise VersionLoadError("saved_model.pb: missing")
+    model = saved_model_pb2.SavedModel()
+    try:
+        model.ParseFromString(pb.read_bytes())
+    except Exception as exc:
+        raise VersionLoadError(
+            f"saved_model.pb: cannot parse ({type(exc).__name__}); file is truncated or "
+            "not a SavedModel"
+        ) from exc
+    for meta in model.meta_graphs:
+        if "serve" in meta.meta_info_def.tags:
+            return meta.signature_def
+    if not model.meta_graphs:
+        raise VersionLoadError("saved_model.pb: no MetaGraph (file is empty or truncated)")
+    raise VersionLoadError("saved_model.pb: no MetaGraph tagged 'serve'")
+
+
+def verify_files(path: Path) -> None:
+    """Cheap structural checks before TensorFlow reads anything."""
+    variables = path / "variables"
+    if not variables.is_dir():
+        return  # a graph without variables is valid; TensorFlow will say otherwise
+    names = {p.name for p in variables.iterdir()}
+    shards = [m for m in map(_SHARD.match, names) if m]
+    if "variables.index" not in names:
+        if shards:
+            raise VersionLoadError("variables/variables.index: missing")
+        return
+    if (variables / "variables.index").stat().st_size == 0:
+        raise VersionLoadError("variables/variables.index: empty file")
+    if shards:
+        total = int(shards[0].group(2))
+        for i in range(total):
+            name = f"variables.data-{i:05d}-of-{total:05d}"
+            if name not in names:
+                raise VersionLoadError(f"variables/{name}: missing")
+    else:
+        raise VersionLoadError("variables/variables.data-00000-of-00001: missing")
+
+
+def _spec(info: Any) -> TensorSpec:
+    if info.tensor_shape.unknown_rank:
+        return TensorSpec(info.dtype, None)
+    return TensorSpec(
+        info.dtype, tuple(None if d.size < 0 else int(d.size) for d in info.tensor_shape.dim)
+    )
+
+
+def _make_run(tf: Any, fn: Any, output_keys: Sequence[str]) -> Callable[[Mapping[str, np.ndarray]], Arrays]:
+    def run(inputs: Mapping[str, np.ndarray]) -> Arrays:
+        result = fn(**{k: tf.constant(v) for k, v in inputs.items()})
+        return {k: result[k].numpy() for k in output_keys}
+
+    return run
+
+
+def load_saved_model(model: str, version: int, path: Path) -> LoadedVersion:
+    """Verify and load `path` (a TF Serving version directory) into a `LoadedVersion`."""
+    verify_files(path)
+    signature_defs = read_signature_defs(path)
+    tf = _import_tf()
+    try:
+        obj = tf.saved_model.load(str(path), tags=["serve"])
+    except Exception as exc:
+        raise VersionLoadError(_tf_load_reason(exc)) from exc
+    functions = dict(getattr(obj, "signatures", {}) or {})
+    signatures: dict[str, Signature] = {}
+    for name, sdef in signature_defs.items():
+        if name.startswith("__"):
+            continue
+        fn = functions.get(name)
+        if fn is None:
+            raise VersionLoadError(f"signature '{name}': declared in saved_model.pb but not loaded")
+        outputs = {k: _spec(v) for k, v in sdef.outputs.items()}
+        signatures[name] = Signature(
+            name=name,
+            method=sdef.method_name or PREDICT,
+            inputs={k: _spec(v) for k, v in sdef.inputs.items()},
+            outputs=outputs,
+            run=_make_run(tf, fn, sorted(outputs)),
+        )
+    if not signatures:
+        raise VersionLoadError("saved_model.pb: no serving signatures")
+    return LoadedVersion(
+        model=model,
+        version=version,
+        path=path,
+        signatures=signatures,
+        signature_defs=signature_defs,
+        resource=obj,
+    )
+
+
+def _tf_load_reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    lowered = text.lower()
+    if "read less bytes" in lowered or "checksum" in lowered or "data-" in lowered:
+        return f"variables: data shard truncated or corrupt ({text[:300]})"
+    if "sstable" in lowered or "variables.index" in lowered or "tensorslicereader" in lowered:
+        return f"variables/variables.index: unreadable ({text[:300]})"
+    if "saved_model.pb" in lowered:
+        return f"saved_model.pb: {text[:300]}"
+    return f"TensorFlow could not load the SavedModel: {text[:300]}"
+
+
+def warmup(loaded: LoadedVersion) -> int:
+    """Replay `assets.extra/tf_serving_warmup_requests` (PredictionLog TFRecords); return count."""
+    file = loaded.path / WARMUP_FILE
+    if not file.is_file():
+        return 0
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from gateway.transport.examples import serialized_examples
+    from gateway.transport.tensors import to_numpy
+
+    tf = _import_tf()
+    count = 0
+    try:
+        records = list(tf.data.TFRecordDataset(str(file)).take(MAX_WARMUP_RECORDS).as_numpy_iterator())
+    except Exception as exc:
+        raise VersionLoadError(f"{WARMUP_FILE}: unreadable TFRecord file ({exc})") from exc
+    for i, raw in enumerate(records):
+        log = prediction_log_pb2.PredictionLog()
+        try:
+            log.ParseFromString(raw)
+            kind = log.WhichOneof("log_type")
+            if kind == "predict_log":
+                req = log.predict_log.request
+                sig = loaded.signature(req.model_spec.signature_name)
+                inputs = {a: to_numpy(a, t) for a, t in req.inputs.items()}
+                sig.validate(inputs)
+                sig.run(inputs)
+            elif kind in ("classify_log", "regress_log"):
+                req = getattr(log, kind).request
+                sig = loaded.signature(req.model_spec.signature_name)
+                want = CLASSIFY if kind == "classify_log" else REGRESS
+                if sig.method != want:
+                    raise VersionLoadError(f"signature '{sig.name}' is not a {want} signature")
+                sig.run({"inputs": serialized_examples(req.input)})
+            else:
+                raise VersionLoadError(f"unsupported log type {kind!r}")
+        except VersionLoadError as exc:
+            raise VersionLoadError(f"{WARMUP_FILE}: record {i} failed: {exc}") from exc
+        except GatewayError as exc:
+            raise VersionLoadError(f"{WARMUP_FILE}: record {i} failed: {exc.message}") from exc
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            raise VersionLoadError(
+                f"{WARMUP_FILE}: record {i} failed: {type(exc).__name__}: {first}"
+            ) from exc
+        count += 1
+    return count
+
+
+def load_version(
+    model: str, version: int, path: Path, hooks: Sequence[LoadHook] = (), do_warmup: bool = True
+) -> tuple[LoadedVersion, int]:
+    """The whole load pipeline: verify, load, run hooks, warm up. Returns (version, warmups)."""
+    loaded = load_saved_model(model, version, path)
+    for hook in hooks:
+        loaded = hook(loaded)
+    warmed = warmup(loaded) if do_warmup else 0
+    return loaded, warmed

@@ -1,0 +1,115 @@
+"""Small real SavedModels for the demo, tests and benchmarks (built locally, no downloads).
+
+Each builder writes one TF Serving version directory and returns its path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _tf() -> Any:
+    import tensorflow as tf
+
+    return tf
+
+
+def build_keras_classifier(path: Path, seed: int = 0, features: int = 4, classes: int = 3) -> Path:
+    """Keras 3 functional classifier `x: float32 [?, features] -> output_0: softmax [?, classes]`,
+    saved with `model.export()`."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input(shape=(features,), name="x")
+    hidden = keras.layers.Dense(16, activation="relu")(inp)
+    out = keras.layers.Dense(classes, activation="softmax")(hidden)
+    model = keras.Model(inp, out)
+    model.export(str(path), verbose=False)
+    return path
+
+
+def build_module_regressor(path: Path, seed: int = 0, features: int = 4) -> Path:
+    """`tf.Module` with a serving signature: `x: float32 [?, features]` ->
+    `{y: float32 [?, 2], argmax: int64 [?]}`."""
+    tf = _tf()
+    rng = np.random.default_rng(seed)
+
+    class Regressor(tf.Module):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = tf.Variable(rng.normal(size=(features, 2)).astype(np.float32))
+            self.b = tf.Variable(rng.normal(size=(2,)).astype(np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, features], tf.float32, name="x")])
+        def serve(self, x: Any) -> dict[str, Any]:
+            return {"y": tf.matmul(x, self.w) + self.b, "argmax": tf.argmax(x, axis=1)}
+
+    module = Regressor()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
+def build_estimator_example_model(path: Path) -> Path:
+    """A TF1 SavedModel like Estimator's `export_saved_model`: signatures taking serialized
+    tf.Example (`x`: 2 floats): `serving_default` (classify: classes/scores), `regress`
+    (outputs = x0 + x1) and `predict` (examples -> probabilities, value)."""
+    tf = _tf()
+    graph = tf.Graph()
+    with graph.as_default():
+        serialized = tf.compat.v1.placeholder(tf.string, [None], name="input_example_tensor")
+        features = tf.io.parse_example(serialized, {"x": tf.io.FixedLenFeature([2], tf.float32)})
+        weights = tf.compat.v1.get_variable(
+            "w", initializer=tf.constant([[1.0, -1.0], [0.5, 2.0]])
+        )
+        probs = tf.nn.softmax(tf.matmul(features["x"], weights))
+        classes = tf.tile(tf.constant([[b"neg", b"pos"]]), [tf.shape(serialized)[0], 1])
+        value = tf.reduce_sum(features["x"], axis=1, keepdims=True)
+        sdu = tf.compat.v1.saved_model.signature_def_utils
+        with tf.compat.v1.Session(graph=graph) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            builder = tf.compat.v1.saved_model.Builder(str(path))
+            builder.add_meta_graph_and_variables(
+                sess,
+                ["serve"],
+                signature_def_map={
+                    "serving_default": sdu.classification_signature_def(serialized, classes, probs),
+                    "regress": sdu.regression_signature_def(serialized, value),
+                    "predict": sdu.predict_signature_def(
+                        {"examples": serialized}, {"probabilities": probs, "value": value}
+                    ),
+                },
+            )
+            builder.save()
+    return path
+
+
+def make_example(x: Iterable[float]) -> Any:
+    """A tf.Example with float feature `x`."""
+    from tensorflow.core.example import example_pb2
+
+    example = example_pb2.Example()
+    example.features.feature["x"].float_list.value.extend(float(v) for v in x)
+    return example
+
+
+def write_warmup(version_dir: Path, requests: Iterable[Any]) -> Path:
+    """Write PredictRequests as TF Serving's `assets.extra/tf_serving_warmup_requests`."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    tf = _tf()
+    out = version_dir / "assets.extra" / "tf_serving_warmup_requests"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(out)) as writer:
+        for request in requests:
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
+            writer.write(log.SerializeToString())
+    return out

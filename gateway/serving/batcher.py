@@ -1,0 +1,222 @@
+"""Dynamic batching: merge concurrent requests of one signature into one model call.
+
+Contract: `submit(inputs, rows)` resolves with exactly the rows of `inputs`, equal
+(within float tolerance) to an unbatched call. Requests are merged up to
+`max_batch_size` rows; with `timeout_s == 0` a batch is formed from whatever is
+queued when a batch slot frees up (no added latency at low load, natural
+batching under load), otherwise the batcher waits up to `timeout_s` after the
+first queued request for more. A request larger than `max_batch_size` is run in
+chunks. When a merged call fails with `InvalidInput`, each request is re-run on
+its own so one bad request cannot fail its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Hashable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gateway.errors import InternalError, InvalidInput, ResourceExhausted, Unavailable
+from gateway.serving.servable import Arrays, RunFn
+
+BatchObserver = Callable[[int, int], None]
+"""Called after each model call with (rows, requests merged)."""
+
+
+@dataclass(eq=False)
+class _Item:
+    inputs: Arrays
+    rows: int
+    key: Hashable
+    future: asyncio.Future[Arrays]
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+def _shape_key(inputs: Arrays) -> Hashable:
+    return tuple((k, v.shape[1:], v.dtype.str) for k, v in sorted(inputs.items()))
+
+
+class Batcher:
+    """Per-(version, signature) request merger running model calls on an executor."""
+
+    def __init__(
+        self,
+        run: RunFn,
+        executor: Executor,
+        *,
+        max_batch_size: int = 64,
+        timeout_s: float = 0.0,
+        max_enqueued: int = 10_000,
+        num_threads: int = 2,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self._run = run
+        self._executor = executor
+        self.max_batch_size = max_batch_size
+        self._timeout = timeout_s
+        self._max_enqueued = max_enqueued
+        self._slots_total = num_threads
+        self._observer = observer
+        self._queue: deque[_Item] = deque()
+        self._rows_pending = 0
+        self._wakeup: asyncio.Event | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    async def submit(self, inputs: Arrays, rows: int) -> Arrays:
+        """Queue one request (all arrays with `rows` rows) and await its outputs."""
+        if self._closed:
+            raise Unavailable("model version is unloading; retry")
+        if len(self._queue) >= self._max_enqueued:
+            raise ResourceExhausted(
+                f"batch queue full ({self._max_enqueued} requests waiting); retry later"
+            )
+        loop = asyncio.get_running_loop()
+        if self._task is None:
+            self._wakeup = asyncio.Event()
+            self._slots = asyncio.Semaphore(self._slots_total)
+            self._task = loop.create_task(self._dispatch())
+        item = _Item(inputs, rows, _shape_key(inputs), loop.create_future())
+        self._queue.append(item)
+        self._rows_pending += rows
+        assert self._wakeup is not None
+        self._wakeup.set()
+        return await item.future
+
+    async def close(self) -> None:
+        """Stop accepting; finish what is queued and running."""
+        self._closed = True
+        while self._queue or self._running:
+            await asyncio.sleep(0.01)
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _dispatch(self) -> None:
+        assert self._wakeup is not None and self._slots is not None
+        wakeup, slots = self._wakeup, self._slots
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                wakeup.clear()
+                await wakeup.wait()
+                continue
+            await slots.acquire()
+            if self._timeout > 0:
+                deadline = self._queue[0].enqueued + self._timeout if self._queue else 0.0
+                while self._queue and self._rows_pending < self.max_batch_size:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    wakeup.clear()
+                    try:
+                        await asyncio.wait_for(wakeup.wait(), remaining)
+                    except TimeoutError:
+                        break
+            items = self._take()
+            if not items:
+                slots.release()
+                continue
+            task = loop.create_task(self._execute(items))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    def _take(self) -> list[_Item]:
+        """Take queued items sharing the first live item's shape key, up to max rows."""
+        taken: list[_Item] = []
+        rows = 0
+        key: Hashable = None
+        kept: deque[_Item] = deque()
+        scan = 0
+        while self._queue:
+            item = self._queue.popleft()
+            if item.future.done():  # cancelled by the client
+                self._rows_pending -= item.rows
+                continue
+            if not taken:
+                key = item.key
+                taken.append(item)
+                rows = item.rows
+                self._rows_pending -= item.rows
+                continue
+            scan += 1
+            if item.key == key and rows + item.rows <= self.max_batch_size:
+                taken.append(item)
+                rows += item.rows
+                self._rows_pending -= item.rows
+            else:
+                kept.append(item)
+            if rows >= self.max_batch_size or scan > 4 * self.max_batch_size:
+                break
+        kept.extend(self._queue)
+        self._queue = kept
+        return taken
+
+    async def _execute(self, items: list[_Item]) -> None:
+        assert self._slots is not None
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(self._executor, self._call, items)
+        except BaseException as exc:  # executor shut down or cancelled
+            results = [exc] * len(items)
+        finally:
+            self._slots.release()
+            if self._queue and self._wakeup is not None:
+                self._wakeup.set()
+        for item, result in zip(items, results, strict=True):
+            if item.future.done():
+                continue
+            if isinstance(result, BaseException):
+                item.future.set_exception(result)
+            else:
+                item.future.set_result(result)
+
+    # -- runs on the executor thread ------------------------------------------------
+
+    def _call(self, items: list[_Item]) -> list[Arrays | BaseException]:
+        if len(items) == 1:
+            return [self._call_one(items[0])]
+        rows = sum(i.rows for i in items)
+        try:
+            merged = {k: np.concatenate([i.inputs[k] for i in items]) for k in items[0].inputs}
+            outputs = self._run_observed(merged, rows, len(items))
+            offsets = np.cumsum([i.rows for i in items])[:-1]
+            split = {k: np.split(_check_rows(k, v, rows), offsets) for k, v in outputs.items()}
+            return [{k: parts[n] for k, parts in split.items()} for n in range(len(items))]
+        except InvalidInput:
+            return [self._call_one(i) for i in items]
+        except Exception as exc:
+            return [exc] * len(items)
+
+    def _call_one(self, item: _Item) -> Arrays | BaseException:
+        try:
+            if item.rows <= self.max_batch_size:
+                return self._run_observed(item.inputs, item.rows, 1)
+            parts: list[Arrays] = []
+            for start in range(0, item.rows, self.max_batch_size):
+                chunk = {k: v[start : start + self.max_batch_size] for k, v in item.inputs.items()}
+                n = min(self.max_batch_size, item.rows - start)
+                parts.append({k: _check_rows(k, v, n) for k, v in self._run_observed(chunk, n, 1).items()})
+            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        except Exception as exc:
+            return exc
+
+    def _run_observed(self, inputs: Arrays, rows: int, requests: int) -> Arrays:
+        outputs = self._run(inputs)
+        if self._observer is not None:
+            self._observer(rows, requests)
+        return outputs
+
+
+def _check_rows(alias: str, array: np.ndarray, rows: int) -> np.ndarray:
+    if array.ndim == 0 or array.shape[0] != rows:
+        raise InternalError(
+            f"output '{alias}' has shape {list(array.shape)}, not batch-major for {rows} rows"
+        )
+    return array

@@ -1,0 +1,104 @@
+"""The request path in domain terms: resolve a version, validate, run, filter.
+
+Works on numpy arrays and plain values only; the transport converts protobuf.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from gateway.errors import InvalidInput
+from gateway.lifecycle.manager import VersionManager
+from gateway.serving.runner import VersionRunner
+from gateway.serving.servable import CLASSIFY, REGRESS, Arrays, LoadedVersion, Signature
+
+
+@dataclass(frozen=True)
+class Target:
+    """Which model/version/signature a request asks for (version and label are optional)."""
+
+    model: str
+    version: int | None = None
+    label: str | None = None
+    signature: str = ""
+
+
+@dataclass(frozen=True)
+class Result:
+    """Outputs of one request and who produced them."""
+
+    model: str
+    version: int
+    signature: str
+    outputs: Arrays
+
+
+class Predictor:
+    """Executes Predict/Classify/Regress against the manager's current serving table."""
+
+    def __init__(self, manager: VersionManager) -> None:
+        self._manager = manager
+
+    def resolve(self, target: Target) -> VersionRunner:
+        """The runner that should answer `target` (NotFound when none)."""
+        return self._manager.view(target.model).resolve(target.version, target.label)
+
+    def loaded(self, target: Target) -> LoadedVersion:
+        """The version that would answer `target` (for metadata)."""
+        return self.resolve(target).loaded
+
+    async def predict(
+        self, target: Target, inputs: Arrays, output_filter: Sequence[str] = ()
+    ) -> Result:
+        """Validate `inputs` against the signature, run it (batched), apply `output_filter`."""
+        runner = self.resolve(target)
+        runner.acquire()
+        try:
+            sig = runner.loaded.signature(target.signature)
+            if output_filter:
+                unknown = [o for o in output_filter if o not in sig.outputs]
+                if unknown:
+                    raise InvalidInput(
+                        f"output_filter: unknown output alias {', '.join(repr(u) for u in unknown)};"
+                        f" signature '{sig.name}' outputs: {', '.join(sorted(sig.outputs))}"
+                    )
+            rows = sig.validate(inputs)
+            outputs = await runner.run(sig, inputs, rows)
+        finally:
+            runner.release()
+        if output_filter:
+            outputs = {k: outputs[k] for k in dict.fromkeys(output_filter)}
+        return Result(target.model, runner.version, sig.name, outputs)
+
+    async def classify(self, target: Target, examples: np.ndarray) -> Result:
+        """Run a classify signature on serialized tf.Examples; outputs 'classes'/'scores'."""
+        return await self._examples(target, examples, CLASSIFY)
+
+    async def regress(self, target: Target, examples: np.ndarray) -> Result:
+        """Run a regress signature on serialized tf.Examples; output 'outputs'."""
+        return await self._examples(target, examples, REGRESS)
+
+    async def _examples(self, target: Target, examples: np.ndarray, method: str) -> Result:
+        runner = self.resolve(target)
+        runner.acquire()
+        try:
+            sig = runner.loaded.signature(target.signature)
+            _require_method(sig, method)
+            (alias,) = sig.inputs
+            outputs = await runner.run(sig, {alias: examples}, len(examples))
+        finally:
+            runner.release()
+        return Result(target.model, runner.version, sig.name, outputs)
+
+
+def _require_method(sig: Signature, method: str) -> None:
+    if sig.method != method:
+        raise InvalidInput(
+            f"signature '{sig.name}' has method_name '{sig.method}'; this call needs a "
+            f"'{method}' signature (set model_spec.signature_name)"
+        )
+    if len(sig.inputs) != 1:
+        raise InvalidInput(f"signature '{sig.name}' must have exactly one input of serialized tf.Example")

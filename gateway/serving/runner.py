@@ -1,0 +1,84 @@
+"""A servable version plus its batchers: what a request is executed against.
+
+Tracks requests in flight so that an unloading version is only closed after the
+requests that resolved it have finished (swaps never fail requests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import Executor
+
+from gateway.config import BatchingConfig
+from gateway.errors import Unavailable
+from gateway.serving.batcher import BatchObserver, Batcher
+from gateway.serving.servable import Arrays, LoadedVersion, Signature
+
+ObserverFactory = Callable[[str, int], BatchObserver]
+
+
+class VersionRunner:
+    """Runs requests for one `LoadedVersion`, batched per signature when possible."""
+
+    def __init__(
+        self,
+        loaded: LoadedVersion,
+        executor: Executor,
+        batching: BatchingConfig,
+        observer_factory: ObserverFactory | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.version = loaded.version
+        self._executor = executor
+        self.inflight = 0
+        self._closing = False
+        observer = observer_factory(loaded.model, loaded.version) if observer_factory else None
+        self._observer = observer
+        self._batchers: dict[str, Batcher] = {}
+        for name, sig in loaded.signatures.items():
+            if batching.enabled and sig.batchable:
+                self._batchers[name] = Batcher(
+                    sig.run,
+                    executor,
+                    max_batch_size=batching.max_batch_size,
+                    timeout_s=batching.batch_timeout_micros / 1e6,
+                    max_enqueued=batching.max_enqueued_requests,
+                    num_threads=batching.num_batch_threads,
+                    observer=observer,
+                )
+
+    def acquire(self) -> None:
+        """Count a request in flight (call synchronously right after resolving this runner)."""
+        self.inflight += 1
+
+    def release(self) -> None:
+        """The request that called `acquire` is done."""
+        self.inflight -= 1
+
+    async def run(self, signature: Signature, inputs: Arrays, rows: int) -> Arrays:
+        """Execute one validated request; batched when the signature allows it."""
+        batcher = self._batchers.get(signature.name)
+        if batcher is not None:
+            return await batcher.submit(inputs, rows)
+        if self._closing and self.inflight <= 0:
+            raise Unavailable("model version is unloading; retry")
+        loop = asyncio.get_running_loop()
+        outputs = await loop.run_in_executor(self._executor, signature.run, inputs)
+        if self._observer is not None:
+            self._observer(rows, 1)
+        return outputs
+
+    def run_sync(self, signature: Signature, inputs: Arrays) -> Arrays:
+        """Unbatched call on the caller's thread (load-time checks, tools)."""
+        return signature.run(inputs)
+
+    async def close(self, timeout: float = 30.0) -> None:
+        """Wait for requests in flight (up to `timeout`), then stop the batchers."""
+        self._closing = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.inflight > 0 and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for batcher in self._batchers.values():
+            await batcher.close()

@@ -1,0 +1,109 @@
+"""Prometheus metrics, on a registry owned by one gateway instance.
+
+Every request metric is labelled by model *and* version; label children are
+cached so the request path does a dict lookup and an increment, nothing more.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from gateway.lifecycle.states import VersionState, VersionStatus
+
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+)  # fmt: skip
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class Metrics:
+    """The gateway's metric families and cached label children."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "gateway_requests_total",
+            "RPCs handled, by method, model, version and gRPC status code.",
+            ["method", "model", "version", "code"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "gateway_request_latency_seconds",
+            "Server-side RPC latency by method, model and version.",
+            ["method", "model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_rows = Histogram(
+            "gateway_batch_size",
+            "Rows per model call after dynamic batching.",
+            ["model", "version"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.batch_requests = Histogram(
+            "gateway_batch_requests",
+            "Requests merged into one model call.",
+            ["model", "version"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.load_failures = Counter(
+            "gateway_version_load_failures_total",
+            "Failed version loads (verify, load, self test or warmup).",
+            ["model", "version"],
+            registry=r,
+        )
+        self.version_state = Gauge(
+            "gateway_version_state",
+            "1 for the state each version is in, 0 for the others.",
+            ["model", "version", "state"],
+            registry=r,
+        )
+        self._server: Any = None
+
+    def observe_request(
+        self, method: str, model: str, version: str, code: str, seconds: float
+    ) -> None:
+        """Record one finished RPC."""
+        self.latency.labels(method, model, version).observe(seconds)
+        self.requests.labels(method, model, version, code).inc()
+
+    def batch_observer(self, model: str, version: int) -> Any:
+        """A `BatchObserver` bound to one version's label children."""
+        rows = self.batch_rows.labels(model, str(version))
+        requests = self.batch_requests.labels(model, str(version))
+
+        def observe(n_rows: int, n_requests: int) -> None:
+            rows.observe(n_rows)
+            requests.observe(n_requests)
+
+        return observe
+
+    def on_state(self, status: VersionStatus) -> None:
+        """Monitor listener: keep the state gauge current."""
+        for state in VersionState:
+            self.version_state.labels(status.model, str(status.version), state.value).set(
+                1.0 if state is status.state else 0.0
+            )
+
+    def on_load_failure(self, model: str, version: int, _reason: str) -> None:
+        """Count a failed load."""
+        self.load_failures.labels(model, str(version)).inc()
+
+    def serve(self, port: int, host: str = "0.0.0.0") -> int:
+        """Expose /metrics over HTTP; returns the bound port (port 0 picks one)."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        self._server = server
+        return int(server.server_port)
+
+    def close(self) -> None:
+        """Stop the HTTP exporter."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

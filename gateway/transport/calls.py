@@ -1,0 +1,94 @@
+"""The wrapper every unary RPC handler goes through.
+
+Binds a request id (from `x-request-id` metadata, else generated) into the log
+context and returns it in trailing metadata; maps `GatewayError` kinds to gRPC
+status codes; turns anything unexpected into INTERNAL with a generic message
+(logged with its traceback); records the request metrics.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+
+from gateway.errors import GatewayError
+from gateway.sinks.metrics import Metrics
+from gateway.transport.status import status_code
+
+log = structlog.get_logger("gateway.rpc")
+
+REQUEST_ID = "x-request-id"
+_Self = TypeVar("_Self", bound="HasMetrics")
+
+
+class HasMetrics:
+    """Servicers using `unary` expose their Metrics instance."""
+
+    metrics: Metrics
+
+
+Handler = Callable[[Any, Any, Any], Awaitable[Any]]
+
+
+def request_id(context: Any) -> str:
+    """The caller's x-request-id (if it is a sane token) or a new random id."""
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID and isinstance(value, str) and 0 < len(value) <= 128:
+            return value
+    return uuid.uuid4().hex
+
+
+def _model_of(message: Any) -> tuple[str, str]:
+    spec = getattr(message, "model_spec", None)
+    if spec is None:
+        return "", ""
+    version = str(spec.version.value) if spec.HasField("version") else ""
+    return spec.name, version
+
+
+def unary(method: str) -> Callable[[Handler], Handler]:
+    """Decorate an async servicer method `(self, request, context) -> response`."""
+
+    def decorate(fn: Handler) -> Handler:
+        @functools.wraps(fn)
+        async def wrapper(self: HasMetrics, request: Any, context: Any) -> Any:
+            rid = request_id(context)
+            trailing = ((REQUEST_ID, rid),)
+            context.set_trailing_metadata(trailing)
+            started = time.perf_counter()
+            model, version = _model_of(request)
+            code = grpc.StatusCode.OK
+            structlog.contextvars.bind_contextvars(request_id=rid)
+            try:
+                response = await fn(self, request, context)
+                model, version = _model_of(response) if model else (model, version)
+                return response
+            except GatewayError as exc:
+                code = status_code(exc.kind)
+                if code is grpc.StatusCode.INTERNAL:
+                    log.error("rpc_internal_error", method=method, model=model, error=exc.message)
+                await context.abort(code, exc.message, trailing_metadata=trailing)
+            except (grpc.aio.AbortError, grpc.RpcError):
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("rpc_unexpected_error", method=method, model=model)
+                await context.abort(
+                    code, f"internal error (request id {rid})", trailing_metadata=trailing
+                )
+            finally:
+                structlog.contextvars.unbind_contextvars("request_id")
+                self.metrics.observe_request(
+                    method, model, version, code.name, time.perf_counter() - started
+                )
+
+        return wrapper
+
+    return decorate
