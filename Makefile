@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test lint typecheck unit demo bench proto clean
+.PHONY: venv sysdeps test lint typecheck unit demo bench proto clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,21 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check gateway loadtest tests
 	$(BIN)/mypy
 
-test: lint
+# System packages some tests drive for real (headless Chromium for the HTML
+# report, nginx as a gRPC load balancer). Installed with apt-get when running as
+# root (CI, developer machines); elsewhere those tests skip with a message.
+SYSPKGS := chromium nginx
+sysdeps:
+	@missing=""; for p in $(SYSPKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing system packages:$$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null) \
+	      || echo "warning: could not install$$missing"; \
+	  else echo "note: system packages missing ($$missing); tests needing them will skip"; fi; \
+	fi
+
+test: lint sysdeps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 unit: $(STAMP)

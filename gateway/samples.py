@@ -47,7 +47,7 @@ def build_module_regressor(path: Path, seed: int = 0, features: int = 4) -> Path
             self.w = tf.Variable(rng.normal(size=(features, 2)).astype(np.float32))
             self.b = tf.Variable(rng.normal(size=(2,)).astype(np.float32))
 
-        @tf.function(input_signature=[tf.TensorSpec([None, features], tf.float32, name="x")])
+        @tf.function(input_signature=[tf.TensorSpec([None, features], tf.float32, name="x")])  # type: ignore[untyped-decorator]
         def serve(self, x: Any) -> dict[str, Any]:
             return {"y": tf.matmul(x, self.w) + self.b, "argmax": tf.argmax(x, axis=1)}
 
@@ -65,9 +65,7 @@ def build_estimator_example_model(path: Path) -> Path:
     with graph.as_default():
         serialized = tf.compat.v1.placeholder(tf.string, [None], name="input_example_tensor")
         features = tf.io.parse_example(serialized, {"x": tf.io.FixedLenFeature([2], tf.float32)})
-        weights = tf.compat.v1.get_variable(
-            "w", initializer=tf.constant([[1.0, -1.0], [0.5, 2.0]])
-        )
+        weights = tf.compat.v1.get_variable("w", initializer=tf.constant([[1.0, -1.0], [0.5, 2.0]]))
         probs = tf.nn.softmax(tf.matmul(features["x"], weights))
         classes = tf.tile(tf.constant([[b"neg", b"pos"]]), [tf.shape(serialized)[0], 1])
         value = tf.reduce_sum(features["x"], axis=1, keepdims=True)

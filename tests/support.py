@@ -54,3 +54,88 @@ class GatewayThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()
+
+
+def predict_request(
+    model: str,
+    inputs: dict[str, Any],
+    version: int | None = None,
+    label: str | None = None,
+    signature: str = "",
+    output_filter: list[str] | None = None,
+) -> Any:
+    """A stock PredictRequest with numpy inputs encoded by tf.make_tensor_proto."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = model
+    if version is not None:
+        req.model_spec.version.value = version
+    if label is not None:
+        req.model_spec.version_label = label
+    req.model_spec.signature_name = signature
+    for alias, value in inputs.items():
+        req.inputs[alias].CopyFrom(tf.make_tensor_proto(value))
+    req.output_filter.extend(output_filter or [])
+    return req
+
+
+def outputs_of(response: Any) -> dict[str, Any]:
+    """Decode a PredictResponse's outputs with tf.make_ndarray (what stock clients do)."""
+    import tensorflow as tf
+
+    return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+
+
+def in_process(version_dir: Path, signature: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Call the same SavedModel directly with TensorFlow, for reference outputs."""
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(str(version_dir)).signatures[signature]
+    return {k: v.numpy() for k, v in fn(**{a: tf.constant(x) for a, x in inputs.items()}).items()}
+
+
+class Traffic:
+    """Background threads sending the same Predict request until stopped; records
+    every outcome (answering version or error) so tests can assert none failed."""
+
+    def __init__(self, channel: grpc.Channel, request: Any, threads: int = 4) -> None:
+        from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+        self._stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        self._request = request
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+        self.versions: list[int] = []
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                resp = self._stub.Predict(self._request, timeout=30)
+                with self._lock:
+                    self.versions.append(resp.model_spec.version.value)
+            except grpc.RpcError as exc:
+                with self._lock:
+                    self.errors.append(f"{exc.code().name}: {exc.details()}")
+
+    def __enter__(self) -> Traffic:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def wait_for_requests(self, n: int, timeout: float = 60.0) -> None:
+        """Block until at least `n` more requests have completed."""
+        import time
+
+        target = len(self.versions) + len(self.errors) + n
+        deadline = time.monotonic() + timeout
+        while len(self.versions) + len(self.errors) < target and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(30)

@@ -14,7 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from gateway.errors import GatewayError, VersionLoadError
+from gateway.errors import (
+    GatewayError,
+    InternalError,
+    InvalidInput,
+    ResourceExhausted,
+    VersionLoadError,
+)
 from gateway.serving.servable import (
     CLASSIFY,
     PREDICT,
@@ -95,12 +101,37 @@ def _spec(info: Any) -> TensorSpec:
     )
 
 
-def _make_run(tf: Any, fn: Any, output_keys: Sequence[str]) -> Callable[[Mapping[str, np.ndarray]], Arrays]:
+def _make_run(
+    tf: Any, fn: Any, output_keys: Sequence[str]
+) -> Callable[[Mapping[str, np.ndarray]], Arrays]:
+    invalid = (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError)
+    exhausted = tf.errors.ResourceExhaustedError
+
     def run(inputs: Mapping[str, np.ndarray]) -> Arrays:
-        result = fn(**{k: tf.constant(v) for k, v in inputs.items()})
-        return {k: result[k].numpy() for k in output_keys}
+        try:
+            result = fn(**{k: tf.constant(v) for k, v in inputs.items()})
+            return {k: result[k].numpy() for k in output_keys}
+        except invalid as exc:
+            raise InvalidInput(f"model rejected input: {_first_line(exc.message)}") from exc
+        except UnicodeDecodeError as exc:
+            # TensorFlow fails to decode its own error message when it quotes the
+            # client's bytes (e.g. a garbage serialized tf.Example): still bad input.
+            raise InvalidInput(
+                "model rejected input: TensorFlow error quoting undecodable input bytes"
+            ) from exc
+        except exhausted as exc:
+            raise ResourceExhausted(
+                f"model ran out of resources: {_first_line(exc.message)}"
+            ) from exc
+        except tf.errors.OpError as exc:
+            raise InternalError(f"model call failed: {_first_line(exc.message)}") from exc
 
     return run
+
+
+def _first_line(text: str) -> str:
+    stripped = text.strip()
+    return stripped.splitlines()[0][:500] if stripped else "(no message)"
 
 
 def load_saved_model(model: str, version: int, path: Path) -> LoadedVersion:
@@ -165,7 +196,9 @@ def warmup(loaded: LoadedVersion) -> int:
     tf = _import_tf()
     count = 0
     try:
-        records = list(tf.data.TFRecordDataset(str(file)).take(MAX_WARMUP_RECORDS).as_numpy_iterator())
+        records = list(
+            tf.data.TFRecordDataset(str(file)).take(MAX_WARMUP_RECORDS).as_numpy_iterator()
+        )
     except Exception as exc:
         raise VersionLoadError(f"{WARMUP_FILE}: unreadable TFRecord file ({exc})") from exc
     for i, raw in enumerate(records):

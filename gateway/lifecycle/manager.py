@@ -8,6 +8,7 @@ immutable mapping replaced as a whole on every change (atomic swap).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -116,6 +117,8 @@ class VersionManager:
         self._tasks: set[asyncio.Task[None]] = set()
         self._poller: asyncio.Task[None] | None = None
         self._kick = asyncio.Event()
+        self.polls = 0
+        self._polled = asyncio.Condition()
         self.table: Mapping[str, ModelView] = MappingProxyType({})
         self._publish()
 
@@ -126,7 +129,8 @@ class VersionManager:
         view = self.table.get(name)
         if view is None:
             raise NotFound(
-                f"model '{name}' not found; served models: {', '.join(sorted(self.table)) or 'none'}"
+                f"model '{name}' not found; served models: "
+                f"{', '.join(sorted(self.table)) or 'none'}"
             )
         return view
 
@@ -137,7 +141,9 @@ class VersionManager:
     def statuses(self, name: str) -> list[VersionStatus]:
         """Status of every known version of `name`."""
         if name not in self._models:
-            raise NotFound(f"model '{name}' not found; served models: {', '.join(self.model_names())}")
+            raise NotFound(
+                f"model '{name}' not found; served models: {', '.join(self.model_names())}"
+            )
         return self.monitor.versions(name)
 
     def base_path(self, name: str) -> Path:
@@ -207,10 +213,10 @@ class VersionManager:
 
     async def stop(self) -> None:
         """Stop polling and unload every version (waits for requests in flight)."""
-        if self._poller is not None:
-            self._poller.cancel()
-        for task in list(self._tasks):
+        pending = [t for t in [self._poller, *self._tasks] if t is not None]
+        for task in pending:
             task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         for name, model in list(self._models.items()):
             for version, rec in list(model.records.items()):
                 if rec.runner is not None:
@@ -225,16 +231,23 @@ class VersionManager:
 
     async def _poll_loop(self) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), self._lifecycle.poll_interval_seconds)
-            except TimeoutError:
-                pass
             self._kick.clear()
             for name in list(self._models):
                 try:
                     await self._reconcile(name)
                 except Exception:
                     log.exception("reconcile_failed", model=name)
+            async with self._polled:
+                self.polls += 1
+                self._polled.notify_all()
+
+    async def wait_polls(self, count: int) -> None:
+        """Wait until `count` more poll cycles have completed (tests, tools)."""
+        async with self._polled:
+            target = self.polls + count
+            await self._polled.wait_for(lambda: self.polls >= target)
 
     async def _reconcile(self, name: str) -> None:
         model = self._models.get(name)
@@ -300,15 +313,15 @@ class VersionManager:
             rec.fingerprint = await asyncio.to_thread(fingerprint, rec.path)
             loaded, warmed = await loop.run_in_executor(
                 self._pool,
-                lambda: load_version(
-                    name, version, rec.path, self._hooks, self._lifecycle.warmup
-                ),
+                lambda: load_version(name, version, rec.path, self._hooks, self._lifecycle.warmup),
             )
             runner = self._make_runner(model.config, loaded)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            reason = str(exc) if isinstance(exc, VersionLoadError) else f"{type(exc).__name__}: {exc}"
+            reason = (
+                str(exc) if isinstance(exc, VersionLoadError) else f"{type(exc).__name__}: {exc}"
+            )
             rec.failures += 1
             rec.state = VersionState.FAILED
             rec.error = reason

@@ -76,7 +76,8 @@ class StateMonitor:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError(
-                        f"{model} v{version}: waited {timeout}s for {sorted(s.value for s in wanted)},"
+                        f"{model} v{version}: waited {timeout}s for "
+                        f"{sorted(s.value for s in wanted)},"
                         f" last status {status}"
                     )
                 self._cond.wait(remaining)

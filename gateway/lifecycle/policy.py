@@ -44,9 +44,8 @@ def plan(
     actions: list[Action] = []
     for version in sorted(aspired, reverse=True):
         state = states.get(version)
-        if state is None or state in (VersionState.START, VersionState.END):
-            actions.append(Load(version))
-        elif state is VersionState.FAILED and version in retry_allowed:
+        fresh = state is None or state in (VersionState.START, VersionState.END)
+        if fresh or (state is VersionState.FAILED and version in retry_allowed):
             actions.append(Load(version))
     aspired_available = any(states.get(v) is VersionState.AVAILABLE for v in aspired)
     if aspired_available:

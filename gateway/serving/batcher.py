@@ -202,7 +202,9 @@ class Batcher:
             for start in range(0, item.rows, self.max_batch_size):
                 chunk = {k: v[start : start + self.max_batch_size] for k, v in item.inputs.items()}
                 n = min(self.max_batch_size, item.rows - start)
-                parts.append({k: _check_rows(k, v, n) for k, v in self._run_observed(chunk, n, 1).items()})
+                parts.append(
+                    {k: _check_rows(k, v, n) for k, v in self._run_observed(chunk, n, 1).items()}
+                )
             return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         except Exception as exc:
             return exc

@@ -62,7 +62,8 @@ class Predictor:
                 unknown = [o for o in output_filter if o not in sig.outputs]
                 if unknown:
                     raise InvalidInput(
-                        f"output_filter: unknown output alias {', '.join(repr(u) for u in unknown)};"
+                        "output_filter: unknown output alias "
+                        f"{', '.join(repr(u) for u in unknown)};"
                         f" signature '{sig.name}' outputs: {', '.join(sorted(sig.outputs))}"
                     )
             rows = sig.validate(inputs)
@@ -101,4 +102,6 @@ def _require_method(sig: Signature, method: str) -> None:
             f"'{method}' signature (set model_spec.signature_name)"
         )
     if len(sig.inputs) != 1:
-        raise InvalidInput(f"signature '{sig.name}' must have exactly one input of serialized tf.Example")
+        raise InvalidInput(
+            f"signature '{sig.name}' must have exactly one input of serialized tf.Example"
+        )

@@ -12,7 +12,7 @@ from concurrent.futures import Executor
 
 from gateway.config import BatchingConfig
 from gateway.errors import Unavailable
-from gateway.serving.batcher import BatchObserver, Batcher
+from gateway.serving.batcher import Batcher, BatchObserver
 from gateway.serving.servable import Arrays, LoadedVersion, Signature
 
 ObserverFactory = Callable[[str, int], BatchObserver]

@@ -90,9 +90,7 @@ class Signature:
             array = inputs[alias]
             want = spec.np_dtype
             got_string = array.dtype.kind in "OSU"
-            if (want == np.dtype(object)) != got_string or (
-                not got_string and array.dtype != want
-            ):
+            if (want == np.dtype(object)) != got_string or (not got_string and array.dtype != want):
                 raise InvalidInput(
                     f"input '{alias}': expected dtype {dtype_name(spec.dtype)}, got "
                     f"{'string' if got_string else array.dtype.name} (signature '{self.name}' "

@@ -26,7 +26,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
         self._started = time.monotonic()
 
     @unary("admin.GetStatus")
-    async def GetStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def GetStatus(self, request: Any, context: Any) -> Any:
         """Every configured model (or `request.model`) with its versions and labels."""
         names = [request.model] if request.model else self.manager.model_names()
         response = admin_pb2.GetStatusResponse(
@@ -51,7 +51,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
         return response
 
     @unary("admin.ReloadConfig")
-    async def ReloadConfig(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def ReloadConfig(self, request: Any, context: Any) -> Any:
         """Re-read the config file and apply it."""
         del request
         return admin_pb2.ReloadConfigResponse(changes=await self._reload())

@@ -5,8 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tensorflow_serving.apis import get_model_status_pb2, model_management_pb2, model_service_pb2_grpc
-from tensorflow_serving.apis import status_pb2
+from tensorflow_serving.apis import (
+    get_model_status_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    status_pb2,
+)
 
 from gateway.errors import InvalidInput, NotFound
 from gateway.lifecycle.manager import VersionManager
@@ -36,7 +40,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):  # type: ignor
         self._reload = reload
 
     @unary("GetModelStatus")
-    async def GetModelStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def GetModelStatus(self, request: Any, context: Any) -> Any:
         """Status of every known version (or of `model_spec.version`); FAILED is END + error."""
         spec = request.model_spec
         if not spec.name:
@@ -63,7 +67,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):  # type: ignor
         return response
 
     @unary("HandleReloadConfigRequest")
-    async def HandleReloadConfigRequest(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def HandleReloadConfigRequest(self, request: Any, context: Any) -> Any:
         """Apply a TF Serving ModelServerConfig (model_config_list) as the new model list."""
         changes = await self._reload(request.config)
         response = model_management_pb2.ReloadConfigResponse()

@@ -51,7 +51,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.metrics = metrics
 
     @unary("Predict")
-    async def Predict(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def Predict(self, request: Any, context: Any) -> Any:
         """TF Serving Predict."""
         target = target_of(request.model_spec)
         inputs = {alias: to_numpy(alias, tensor) for alias, tensor in request.inputs.items()}
@@ -63,7 +63,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
     @unary("Classify")
-    async def Classify(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def Classify(self, request: Any, context: Any) -> Any:
         """TF Serving Classify over a classify signature taking serialized tf.Example."""
         target = target_of(request.model_spec)
         result = await self.predictor.classify(target, serialized_examples(request.input))
@@ -89,7 +89,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
     @unary("Regress")
-    async def Regress(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def Regress(self, request: Any, context: Any) -> Any:
         """TF Serving Regress over a regress signature taking serialized tf.Example."""
         target = target_of(request.model_spec)
         result = await self.predictor.regress(target, serialized_examples(request.input))
@@ -103,7 +103,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
     @unary("GetModelMetadata")
-    async def GetModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def GetModelMetadata(self, request: Any, context: Any) -> Any:
         """TF Serving GetModelMetadata: the signature_def map of the resolved version."""
         fields = list(request.metadata_field)
         if not fields:
@@ -129,7 +129,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
     @unary("MultiInference")
-    async def MultiInference(self, request: Any, context: Any) -> Any:  # noqa: N802
+    async def MultiInference(self, request: Any, context: Any) -> Any:
         """Not supported (TF Serving's multi-head inference)."""
         raise Unimplemented("MultiInference is not supported by this gateway")
 

@@ -64,7 +64,7 @@ def numpy_dtype(code: int) -> np.dtype[Any] | None:
 def tf_dtype_code(array: np.ndarray) -> int:
     """TF DataType enum value for a numpy array (bytes/str/object arrays are DT_STRING)."""
     if array.dtype.kind in "OSU":
-        return types_pb2.DT_STRING
+        return int(types_pb2.DT_STRING)
     code = _BY_NUMPY.get(array.dtype)
     if code is None:
         raise InvalidInput(f"unsupported output dtype {array.dtype}")
@@ -139,9 +139,9 @@ def fill_proto(proto: tensor_pb2.TensorProto, array: np.ndarray) -> None:
         else:
             proto.string_val.extend(flat.tolist())
         return
-    proto.tensor_content = np.ascontiguousarray(array).astype(
-        array.dtype.newbyteorder("<"), copy=False
-    ).tobytes()
+    proto.tensor_content = (
+        np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+    )
 
 
 def from_numpy(array: np.ndarray) -> tensor_pb2.TensorProto:

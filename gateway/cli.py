@@ -1,0 +1,164 @@
+"""Command line: `gateway serve|status|reload|health|demo ...` (also `python -m gateway`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import ConfigError
+
+PROG = "gateway"
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.config import load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    if args.port is not None:
+        config = config.model_copy(
+            update={"server": config.server.model_copy(update={"port": args.port})}
+        )
+    from gateway.sinks.logging import configure_logging, flush_logs
+
+    configure_logging(config.logging.level, config.logging.format, config.logging.file)
+    from gateway.app import Gateway
+
+    async def run() -> None:
+        gateway = Gateway(config, Path(args.config))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await gateway.start()
+        print(f"listening on {config.server.host}:{gateway.port}", flush=True)
+        await stop.wait()
+        await gateway.stop()
+
+    try:
+        asyncio.run(run())
+    except OSError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        flush_logs()
+    return 0
+
+
+def _channel(target: str) -> Any:
+    import grpc
+
+    return grpc.insecure_channel(target)
+
+
+def _health(args: argparse.Namespace) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with _channel(args.target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = stub.Check(
+                health_pb2.HealthCheckRequest(service=args.model), timeout=args.timeout
+            )
+        except grpc.RpcError as exc:
+            print(
+                f"{PROG}: health check failed: {exc.code().name}: {exc.details()}", file=sys.stderr
+            )
+            return 1
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(name)
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    import grpc
+
+    from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
+
+    with _channel(args.target) as channel:
+        stub = admin_pb2_grpc.AdminServiceStub(channel)
+        try:
+            reply = stub.GetStatus(admin_pb2.GetStatusRequest(model=args.model or ""), timeout=10)
+        except grpc.RpcError as exc:
+            print(f"{PROG}: error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    for model in reply.models:
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(model.labels.items()))
+        print(
+            f"{model.name}  serving={model.serving}  base_path={model.base_path}"
+            f"  labels: {labels or '-'}"
+        )
+        for v in model.versions:
+            extra = f"  labels={','.join(v.labels)}" if v.labels else ""
+            reason = f"  reason: {v.error}" if v.error else ""
+            print(f"  v{v.version:<6} {v.state:<10} failures={v.failures}{extra}{reason}")
+    return 0
+
+
+def _reload(args: argparse.Namespace) -> int:
+    import grpc
+
+    from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
+
+    with _channel(args.target) as channel:
+        stub = admin_pb2_grpc.AdminServiceStub(channel)
+        try:
+            reply = stub.ReloadConfig(admin_pb2.ReloadConfigRequest(), timeout=60)
+        except grpc.RpcError as exc:
+            print(f"{PROG}: error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    print("\n".join(reply.changes) or "no changes")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo(Path(args.dir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser."""
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", required=True, help="YAML config file")
+    serve.add_argument("--port", type=int, help="override server.port")
+    serve.set_defaults(func=_serve)
+
+    target = argparse.ArgumentParser(add_help=False)
+    target.add_argument("--target", default="127.0.0.1:8500", help="gateway address host:port")
+
+    health = sub.add_parser("health", parents=[target], help="gRPC health check (exit 0 = SERVING)")
+    health.add_argument("--model", default="", help="model name (default: whole server)")
+    health.add_argument("--timeout", type=float, default=3.0)
+    health.set_defaults(func=_health)
+
+    status = sub.add_parser("status", parents=[target], help="model and version states")
+    status.add_argument("model", nargs="?", help="one model (default: all)")
+    status.set_defaults(func=_status)
+
+    reload = sub.add_parser("reload", parents=[target], help="re-read the config file")
+    reload.set_defaults(func=_reload)
+
+    demo = sub.add_parser("demo", help="build a demo repository, serve it, send traffic")
+    demo.add_argument("--dir", default="demo-run", help="working directory (recreated)")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code

@@ -1,0 +1,63 @@
+"""Session fixtures: real SavedModels built once, repositories copied per test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from gateway.samples import (
+    build_estimator_example_model,
+    build_keras_classifier,
+    build_module_regressor,
+)
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built once: keras classifier (two seeds), tf.Module regressor, Estimator-style model."""
+    root = tmp_path_factory.mktemp("built_models")
+    build_keras_classifier(root / "keras_a", seed=1)
+    build_keras_classifier(root / "keras_b", seed=2)
+    build_module_regressor(root / "module", seed=3)
+    build_estimator_example_model(root / "estimator")
+    return root
+
+
+@pytest.fixture
+def make_repo(models_dir: Path, tmp_path: Path) -> Callable[..., Path]:
+    """`make_repo(name, {1: "keras_a", 2: "keras_b"})` copies built models into a fresh base_path."""
+
+    def make(name: str, versions: dict[int, str]) -> Path:
+        base = tmp_path / "repo" / name
+        base.mkdir(parents=True, exist_ok=True)
+        for version, built in versions.items():
+            shutil.copytree(models_dir / built, base / str(version))
+        return base
+
+    return make
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], Any]]:
+    """Start real gateways on loopback ephemeral ports; stopped at teardown."""
+    from tests.support import GatewayThread
+
+    started: list[GatewayThread] = []
+
+    def start(config: dict[str, Any]) -> GatewayThread:
+        workdir = tmp_path / f"gw{len(started)}"
+        workdir.mkdir()
+        gw = GatewayThread(config, workdir).__enter__()
+        started.append(gw)
+        return gw
+
+    yield start
+    for gw in reversed(started):
+        gw.__exit__(None, None, None)

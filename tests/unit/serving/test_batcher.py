@@ -1,0 +1,167 @@
+"""Batcher logic with a fake model function (pure logic; the real model is tested end to end)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from gateway.errors import InvalidInput, ResourceExhausted
+from gateway.serving.batcher import Batcher
+
+
+class FakeModel:
+    """Doubles its input; records batch sizes; can block until released."""
+
+    def __init__(self, fail_on: float | None = None) -> None:
+        self.calls: list[int] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail_on = fail_on
+
+    def __call__(self, inputs):
+        self.gate.wait(5)
+        x = inputs["x"]
+        self.calls.append(len(x))
+        if self.fail_on is not None and (x == self.fail_on).any():
+            raise InvalidInput("bad value")
+        return {"y": x * 2, "n": np.full(len(x), len(x))}
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def make(model, **kw):
+    return Batcher(model, ThreadPoolExecutor(2), **kw)
+
+
+def rows(value: float, n: int = 1):
+    return {"x": np.full((n, 3), value, np.float32)}
+
+
+def test_concurrent_requests_are_merged_and_split_back():
+    model = FakeModel()
+    observed = []
+
+    async def main():
+        b = make(
+            model, max_batch_size=64, num_threads=1, observer=lambda r, q: observed.append((r, q))
+        )
+        model.gate.clear()  # hold the first call so the rest queue up
+        first = asyncio.ensure_future(b.submit(rows(0), 1))
+        await asyncio.sleep(0.05)
+        rest = [asyncio.ensure_future(b.submit(rows(i, 2), 2)) for i in range(1, 11)]
+        await asyncio.sleep(0.05)
+        model.gate.set()
+        return await first, await asyncio.gather(*rest)
+
+    first, rest = run(main())
+    assert model.calls == [1, 20]
+    assert observed == [(1, 1), (20, 10)]
+    for i, out in enumerate(rest, start=1):
+        np.testing.assert_array_equal(out["y"], np.full((2, 3), 2.0 * i))
+        assert out["y"].shape == (2, 3)
+
+
+def test_max_batch_size_is_respected_and_large_request_is_chunked():
+    model = FakeModel()
+
+    async def main():
+        b = make(model, max_batch_size=8, num_threads=1)
+        model.gate.clear()
+        futs = [asyncio.ensure_future(b.submit(rows(i, 3), 3)) for i in range(6)]
+        big = asyncio.ensure_future(
+            b.submit({"x": np.arange(60, dtype=np.float32).reshape(20, 3)}, 20)
+        )
+        await asyncio.sleep(0.05)
+        model.gate.set()
+        return await asyncio.gather(*futs), await big
+
+    small, big = run(main())
+    assert max(model.calls) <= 8
+    np.testing.assert_array_equal(big["y"], np.arange(60, dtype=np.float32).reshape(20, 3) * 2)
+    assert sorted(model.calls).count(8) >= 2  # the 20-row request ran as 8 + 8 + 4
+    for i, out in enumerate(small):
+        np.testing.assert_array_equal(out["y"], np.full((3, 3), 2.0 * i))
+
+
+def test_timeout_zero_does_not_wait_and_timeout_collects():
+    model = FakeModel()
+
+    async def main(timeout):
+        b = make(model, max_batch_size=64, timeout_s=timeout, num_threads=1)
+        a = asyncio.ensure_future(b.submit(rows(1), 1))
+        await asyncio.sleep(0.02)
+        c = asyncio.ensure_future(b.submit(rows(2), 1))
+        await asyncio.gather(a, c)
+
+    run(main(0.0))
+    assert model.calls == [1, 1]
+    model.calls.clear()
+    run(main(0.5))
+    assert model.calls == [2]
+
+
+def test_bad_request_in_a_batch_fails_alone():
+    model = FakeModel(fail_on=-1.0)
+
+    async def main():
+        b = make(model, max_batch_size=64, num_threads=1)
+        model.gate.clear()
+        blocker = asyncio.ensure_future(b.submit(rows(0), 1))
+        await asyncio.sleep(0.05)
+        futs = [asyncio.ensure_future(b.submit(rows(-1.0 if i == 3 else i), 1)) for i in range(8)]
+        await asyncio.sleep(0.05)
+        model.gate.set()
+        await blocker
+        return await asyncio.gather(*futs, return_exceptions=True)
+
+    results = run(main())
+    assert isinstance(results[3], InvalidInput)
+    for i, r in enumerate(results):
+        if i != 3:
+            np.testing.assert_array_equal(r["y"], np.full((1, 3), 2.0 * i))
+
+
+def test_different_trailing_shapes_are_not_merged():
+    model = FakeModel()
+
+    async def main():
+        b = make(model, max_batch_size=64, num_threads=1)
+        model.gate.clear()
+        blocker = asyncio.ensure_future(b.submit(rows(0), 1))
+        await asyncio.sleep(0.05)
+        a = asyncio.ensure_future(b.submit({"x": np.ones((1, 3), np.float32)}, 1))
+        c = asyncio.ensure_future(b.submit({"x": np.ones((1, 5), np.float32)}, 1))
+        d = asyncio.ensure_future(b.submit({"x": np.ones((1, 3), np.float32)}, 1))
+        await asyncio.sleep(0.05)
+        model.gate.set()
+        await blocker
+        return await asyncio.gather(a, c, d)
+
+    a, c, d = run(main())
+    assert c["y"].shape == (1, 5) and a["y"].shape == (1, 3)
+    assert model.calls == [1, 2, 1]
+
+
+def test_queue_full_is_resource_exhausted():
+    model = FakeModel()
+
+    async def main():
+        b = make(model, max_batch_size=1, max_enqueued=2, num_threads=1)
+        model.gate.clear()
+        futs = [asyncio.ensure_future(b.submit(rows(0), 1))]
+        await asyncio.sleep(0.05)  # the first is running (blocked); two more fill the queue
+        futs += [asyncio.ensure_future(b.submit(rows(i), 1)) for i in (1, 2)]
+        await asyncio.sleep(0.05)
+        assert not any(f.done() for f in futs)
+        with pytest.raises(ResourceExhausted, match="queue full"):
+            await b.submit(rows(9), 1)
+        model.gate.set()
+        await asyncio.gather(*futs)
+
+    run(main())

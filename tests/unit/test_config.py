@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import parse_config
+from gateway.errors import ConfigError
+
+
+def test_defaults_and_relative_paths(tmp_path: Path):
+    (tmp_path / "models" / "demo").mkdir(parents=True)
+    cfg = parse_config(
+        {
+            "models": [{"name": "demo", "base_path": "models/demo"}],
+            "logging": {"file": "logs/g.log"},
+        },
+        tmp_path,
+    )
+    model = cfg.models[0]
+    assert model.base_path == (tmp_path / "models" / "demo").resolve()
+    assert model.version_policy.latest == 1
+    assert model.batching.max_batch_size == 64 and model.batching.batch_timeout_micros == 0
+    assert cfg.server.port == 8500 and cfg.server.metrics_port == 8502
+    assert cfg.logging.file == tmp_path / "logs" / "g.log"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"models": [{"name": "a", "base_path": "."}, {"name": "a", "base_path": "."}]},
+            "models: duplicate model name 'a'",
+        ),
+        (
+            {"models": [{"name": "a b", "base_path": "."}]},
+            "models[0].name: String should match pattern",
+        ),
+        (
+            {"models": [{"name": "a", "base_path": ".", "version_labels": {"1": 1}}]},
+            "models[0].version_labels: label '1': expected a non-numeric name",
+        ),
+        (
+            {"models": [{"name": "a", "base_path": ".", "version_policy": {"specific": []}}]},
+            "models[0].version_policy: specific: expected at least one version",
+        ),
+        (
+            {"lifecycle": {"poll_interval_seconds": 0}},
+            "lifecycle.poll_interval_seconds: Input should be greater than 0",
+        ),
+    ],
+)
+def test_errors_name_the_key_path(tmp_path: Path, data, message):
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, tmp_path)
+    assert str(err.value).startswith(message), str(err.value)
