@@ -15,11 +15,13 @@ from grpc_reflection.v1alpha import reflection
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
+from gateway.bundle.attach import attach_bundle, verify_bundle
 from gateway.config import GatewayConfig, ModelConfig, VersionPolicy, load_config
 from gateway.errors import ConfigError, InvalidInput
 from gateway.lifecycle.loader import LoadHook
 from gateway.lifecycle.manager import VersionManager
 from gateway.lifecycle.monitor import StateMonitor
+from gateway.serving.checks import SkewMonitor, build_checks, mismatch_record
 from gateway.serving.predictor import Predictor
 from gateway.serving.runner import VersionRunner
 from gateway.serving.servable import LoadedVersion
@@ -31,6 +33,21 @@ from gateway.transport.prediction import PredictionServicer
 log = structlog.get_logger("gateway")
 
 OVERALL = ""  # the health service name for the whole server
+
+
+def _configure_tf_threads(intra: int, inter: int) -> None:
+    """Set TensorFlow's thread pools (0 = TF's default); only possible before TF's first op."""
+    if not intra and not inter:
+        return
+    import tensorflow as tf
+
+    try:
+        if intra:
+            tf.config.threading.set_intra_op_parallelism_threads(intra)
+        if inter:
+            tf.config.threading.set_inter_op_parallelism_threads(inter)
+    except RuntimeError:
+        log.warning("tf_threads_not_applied", detail="TensorFlow was already initialized")
 
 
 class Gateway:
@@ -51,7 +68,9 @@ class Gateway:
         self.executor = ThreadPoolExecutor(
             max_workers=config.server.request_threads, thread_name_prefix="predict"
         )
-        self._hooks = hooks or []
+        self._hooks = [attach_bundle] if hooks is None else hooks
+        self._skew_monitor = SkewMonitor(self.metrics)
+        self._skew_task: asyncio.Task[None] | None = None
         self.port = 0
         self.metrics_port: int | None = None
         self._server: Any = None
@@ -60,17 +79,36 @@ class Gateway:
         self.manager: VersionManager | None = None
 
     def _make_runner(self, model: ModelConfig, loaded: LoadedVersion) -> VersionRunner:
-        return VersionRunner(loaded, self.executor, model.batching, self.metrics.batch_observer)
+        checker, skew = build_checks(model, loaded)
+        return VersionRunner(
+            loaded,
+            self.executor,
+            model.batching,
+            self.metrics.batch_observer,
+            checker=checker,
+            skew=skew,
+        )
+
+    def _on_mismatches(self, model: str, version: int, mismatches: list[Any]) -> None:
+        self.metrics.on_mismatches(model, version, mismatches)
+        log.info(
+            "feature_mismatch",
+            model=model,
+            version=version,
+            mismatches=[mismatch_record(m) for m in mismatches],
+        )
 
     async def start(self) -> None:
         """Bind the port, start serving, and begin loading every configured model."""
         self._loop = asyncio.get_running_loop()
         cfg = self.config.server
+        _configure_tf_threads(cfg.tf_intra_op_threads, cfg.tf_inter_op_threads)
         self.manager = VersionManager(
             self.config,
             self._make_runner,
             monitor=self.monitor,
             hooks=self._hooks,
+            pre_checks=[verify_bundle],
             on_change=self._on_table_change,
             on_load_failure=self.metrics.on_load_failure,
         )
@@ -80,7 +118,7 @@ class Gateway:
             ("grpc.so_reuseport", 1),
         ]
         self._server = grpc.aio.server(options=options)
-        predictor = Predictor(self.manager)
+        predictor = Predictor(self.manager, self._on_mismatches)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionServicer(predictor, self.metrics), self._server
         )
@@ -88,7 +126,7 @@ class Gateway:
             ModelServicer(self.manager, self.metrics, self.reload_tfs_config), self._server
         )
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
-            AdminServicer(self.manager, self.metrics, self.reload), self._server
+            AdminServicer(self.manager, self.metrics, self.reload, self.skew_report), self._server
         )
         self._health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
@@ -111,6 +149,7 @@ class Gateway:
         await self._health.set(OVERALL, health_pb2.HealthCheckResponse.SERVING)
         await self.manager.start()
         self._on_table_change()
+        self._skew_task = self._loop.create_task(self._skew_loop())
         log.info(
             "gateway_started",
             port=self.port,
@@ -134,6 +173,8 @@ class Gateway:
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let in-flight RPCs finish (up to `grace` s), unload, close."""
         grace = self.config.server.grace_seconds if grace is None else grace
+        if self._skew_task is not None:
+            self._skew_task.cancel()
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         if self._server is not None:
@@ -143,6 +184,23 @@ class Gateway:
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.metrics.close()
         log.info("gateway_stopped")
+
+    async def _skew_loop(self) -> None:
+        while True:
+            interval = min(
+                (m.skew.check_interval_seconds for m in self.config.models), default=10.0
+            )
+            await asyncio.sleep(interval)
+            if self.manager is not None:
+                try:
+                    self._skew_monitor.check(self.manager.table)
+                except Exception:
+                    log.exception("skew_check_failed")
+
+    def skew_report(self, model: str) -> dict[int, dict[str, Any]]:
+        """Current skew per version and feature of `model` (for the admin service)."""
+        assert self.manager is not None
+        return self._skew_monitor.report(self.manager.view(model))
 
     async def reload(self) -> list[str]:
         """Re-read the config file and apply its model list (server settings need a restart)."""

@@ -23,13 +23,27 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    server = config.server
+    workers = args.workers if args.workers is not None else server.workers
+    if args.worker_index is None and workers > 1:
+        from gateway.workers import run_workers
+
+        port = args.port if args.port is not None else server.port
+        return run_workers(Path(args.config), server.host, port, workers)
+    updates: dict[str, object] = {}
     if args.port is not None:
-        config = config.model_copy(
-            update={"server": config.server.model_copy(update={"port": args.port})}
-        )
+        updates["port"] = args.port
+    if args.worker_index is not None and server.metrics_port:
+        updates["metrics_port"] = server.metrics_port + args.worker_index
+    if updates:
+        config = config.model_copy(update={"server": server.model_copy(update=updates)})
     from gateway.sinks.logging import configure_logging, flush_logs
 
     configure_logging(config.logging.level, config.logging.format, config.logging.file)
+    if args.worker_index is not None:
+        import structlog
+
+        structlog.contextvars.bind_contextvars(worker=args.worker_index)
     from gateway.app import Gateway
 
     async def run() -> None:
@@ -120,6 +134,39 @@ def _reload(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stats(args: argparse.Namespace) -> int:
+    import grpc
+
+    from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
+
+    with _channel(args.target) as channel:
+        stub = admin_pb2_grpc.AdminServiceStub(channel)
+        try:
+            reply = stub.GetFeatureSkew(
+                admin_pb2.GetFeatureSkewRequest(model=args.model), timeout=10
+            )
+        except grpc.RpcError as exc:
+            print(f"{PROG}: error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    if not reply.features:
+        print(f"{args.model}: no version with training statistics is serving")
+        return 0
+    print(f"{'version':>7}  {'feature':<20} {'values':>8} {'js':>8} {'linf':>8} {'psi':>8}  drift")
+    for f in reply.features:
+        flag = f"DRIFT ({', '.join(f.crossed)})" if f.drifted else "-"
+        print(
+            f"{f.version:>7}  {f.feature:<20} {f.num_values:>8} {f.js:>8.4f} {f.linf:>8.4f} "
+            f"{f.psi:>8.4f}  {flag}"
+        )
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from gateway.bundle.inspect import run_inspect
+
+    return run_inspect(args)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
@@ -134,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", required=True, help="YAML config file")
     serve.add_argument("--port", type=int, help="override server.port")
+    serve.add_argument(
+        "--workers", type=int, help="serving processes sharing the port (overrides server.workers)"
+    )
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     serve.set_defaults(func=_serve)
 
     target = argparse.ArgumentParser(add_help=False)
@@ -150,6 +201,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     reload = sub.add_parser("reload", parents=[target], help="re-read the config file")
     reload.set_defaults(func=_reload)
+
+    stats = sub.add_parser("stats", parents=[target], help="live feature skew of a model")
+    stats.add_argument("model")
+    stats.set_defaults(func=_stats)
+
+    inspect = sub.add_parser("inspect", help="print a version's bundle (offline)")
+    inspect.add_argument("version_dir")
+    inspect.add_argument("--no-verify", action="store_true", help="skip the sha256 check")
+    inspect.add_argument("--json", action="store_true")
+    inspect.set_defaults(func=_inspect)
+
+    from gateway.report.cli import add_report_parser
+
+    add_report_parser(sub)
 
     demo = sub.add_parser("demo", help="build a demo repository, serve it, send traffic")
     demo.add_argument("--dir", default="demo-run", help="working directory (recreated)")

@@ -37,6 +37,8 @@ class ServerConfig(_Strict):
     grace_seconds: Annotated[float, Field(ge=0)] = 10.0
     request_threads: Annotated[int, Field(ge=1, le=64)] = 4
     workers: Annotated[int, Field(ge=1, le=64)] = 1
+    tf_intra_op_threads: Annotated[int, Field(ge=0, le=256)] = 0
+    tf_inter_op_threads: Annotated[int, Field(ge=0, le=256)] = 0
 
 
 class LifecycleConfig(_Strict):
@@ -95,6 +97,65 @@ class BatchingConfig(_Strict):
     num_batch_threads: Annotated[int, Field(ge=1, le=32)] = 2
 
 
+CheckName = Literal[
+    "missing_feature",
+    "unexpected_feature",
+    "dtype_mismatch",
+    "shape_mismatch",
+    "nan_or_inf",
+    "out_of_range",
+    "z_score",
+    "unseen_category",
+]
+CheckAction = Literal["ignore", "log", "reject"]
+
+
+class FeatureCheckOverrideConfig(_Strict):
+    """Per-feature overrides of the check actions and limits."""
+
+    actions: dict[CheckName, CheckAction] = {}
+    margin: Annotated[float, Field(ge=0)] | None = None
+    z_threshold: Annotated[float, Field(gt=0)] | None = None
+
+
+class FeatureChecksConfig(_Strict):
+    """Per-request checks of raw features against the version's training statistics."""
+
+    enabled: bool = True
+    actions: dict[CheckName, CheckAction] = {}
+    margin: Annotated[float, Field(ge=0)] = 0.0
+    z_threshold: Annotated[float, Field(gt=0)] = 6.0
+    sensitive_features: list[str] = []
+    per_feature: dict[str, FeatureCheckOverrideConfig] = {}
+
+
+class SkewThresholdsConfig(_Strict):
+    """Thresholds above which a feature's serving distribution counts as drifted."""
+
+    js: Annotated[float, Field(ge=0)] | None = None
+    linf: Annotated[float, Field(ge=0)] | None = None
+    psi: Annotated[float, Field(ge=0)] | None = None
+
+
+class SkewConfig(_Strict):
+    """Distribution skew of serving windows against training, per feature."""
+
+    enabled: bool = True
+    window_values: Annotated[int, Field(ge=10)] | None = 10_000
+    window_seconds: Annotated[float, Field(gt=0)] | None = None
+    min_values: Annotated[int, Field(ge=1)] = 100
+    numeric: SkewThresholdsConfig = SkewThresholdsConfig(js=0.1)
+    categorical: SkewThresholdsConfig = SkewThresholdsConfig(linf=0.1)
+    per_feature: dict[str, SkewThresholdsConfig] = {}
+    check_interval_seconds: Annotated[float, Field(gt=0)] = 10.0
+
+    @model_validator(mode="after")
+    def _window(self) -> SkewConfig:
+        if self.window_values is None and self.window_seconds is None:
+            raise ValueError("expected window_values and/or window_seconds")
+        return self
+
+
 class ModelConfig(_Strict):
     """One model: its repository directory, version policy, labels and batching."""
 
@@ -103,6 +164,8 @@ class ModelConfig(_Strict):
     version_policy: VersionPolicy = VersionPolicy(latest=1)
     version_labels: dict[str, Annotated[int, Field(ge=0)]] = {}
     batching: BatchingConfig = BatchingConfig()
+    feature_checks: FeatureChecksConfig = FeatureChecksConfig()
+    skew: SkewConfig = SkewConfig()
 
     @field_validator("version_labels")
     @classmethod

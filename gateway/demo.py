@@ -1,13 +1,16 @@
-"""`gateway demo`: build a small model repository, serve it, send real gRPC traffic.
+"""`gateway demo`: train and export a small model repository, serve it, send real traffic.
 
 Runs the gateway as a subprocess exactly as `gateway serve` would, talks to it
-with the stock TF Serving stubs, and shows: versions and labels, batching under
-concurrent load, a corrupted version failing while the good one keeps serving,
-a bad request getting a clear error, and a clean SIGTERM shutdown.
+with the stock TF Serving stubs, and shows: raw features preprocessed by each
+version's own training preprocessing, labels, batching under concurrent load,
+a feature mismatch reported, distribution skew, a bad request's clear error, a
+corrupted version failing while the good one keeps serving, and a clean
+SIGTERM shutdown.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -34,6 +37,54 @@ def _say(title: str) -> None:
     print(f"\n== {title}", flush=True)
 
 
+RAW = {
+    "amount": np.array([[25.0], [120.0]]),
+    "age": np.array([[34.0], [61.0]]),
+    "country": np.array([b"DE", b"BR"], dtype=object),
+}
+
+
+def _build(workdir: Path) -> Path:
+    from gateway.bundle.inspect import inspect_version
+    from gateway.samples import export_fraud_model
+
+    shutil.rmtree(workdir, ignore_errors=True)
+    repo = workdir / "models" / "fraud"
+    _say("training and exporting two versions of a fraud model with gateway.export_version")
+    print(
+        "  features: amount (log1p + standardize), age (keras Normalization), country (vocabulary)"
+    )
+    for version, seed, shift in ((1, 1, 0.0), (2, 2, 0.3)):
+        print(f"  {export_fraud_model(repo, version, seed=seed, shift=shift)}")
+    lines = inspect_version(repo / "1").splitlines()
+    start = lines.index("preprocessing:")
+    print("  `gateway inspect` excerpt of version 1:")
+    for line in lines[start : start + 14]:
+        print(f"    {line}")
+    return repo
+
+
+def _config(workdir: Path, port: int, metrics_port: int) -> Path:
+    config = {
+        "server": {"host": "127.0.0.1", "port": port, "metrics_port": metrics_port},
+        "lifecycle": {"poll_interval_seconds": 0.5},
+        "logging": {"file": "gateway.log"},
+        "models": [
+            {
+                "name": "fraud",
+                "base_path": "models/fraud",
+                "version_policy": {"all": {}},
+                "version_labels": {"stable": 1, "canary": 2},
+                "batching": {"max_batch_size": 64, "batch_timeout_micros": 0},
+                "skew": {"window_values": 2000, "min_values": 100, "check_interval_seconds": 0.5},
+            }
+        ],
+    }
+    path = workdir / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
 def run_demo(workdir: Path) -> int:
     """Run the whole demo in `workdir` (recreated); returns an exit code."""
     import grpc
@@ -45,42 +96,16 @@ def run_demo(workdir: Path) -> int:
         prediction_service_pb2_grpc,
     )
 
-    from gateway.samples import build_keras_classifier, write_warmup
-
-    shutil.rmtree(workdir, ignore_errors=True)
-    repo = workdir / "models" / "demo"
-    _say("building the demo repository (two versions of a small Keras classifier)")
-    x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
-    for version, seed in ((1, 1), (2, 2)):
-        path = build_keras_classifier(repo / str(version), seed=seed)
-        warm = predict_pb2.PredictRequest()
-        warm.model_spec.name = "demo"
-        warm.inputs["x"].CopyFrom(tf.make_tensor_proto(x[:1]))
-        write_warmup(path, [warm])
-        print(f"  {path}")
+    repo = _build(workdir)
     port, metrics_port = _free_port(), _free_port()
-    config = {
-        "server": {"host": "127.0.0.1", "port": port, "metrics_port": metrics_port},
-        "lifecycle": {"poll_interval_seconds": 0.5},
-        "logging": {"file": "gateway.log"},
-        "models": [
-            {
-                "name": "demo",
-                "base_path": "models/demo",
-                "version_policy": {"all": {}},
-                "version_labels": {"stable": 1, "canary": 2},
-                "batching": {"max_batch_size": 64, "batch_timeout_micros": 0},
-            }
-        ],
-    }
-    config_path = workdir / "gateway.yaml"
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    config_path = _config(workdir, port, metrics_port)
     _say(f"starting: gateway serve --config {config_path}")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--config", str(config_path)],
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        env=env,
     )
     try:
         assert proc.stdout is not None
@@ -89,66 +114,108 @@ def run_demo(workdir: Path) -> int:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         models = model_service_pb2_grpc.ModelServiceStub(channel)
         status_req = get_model_status_pb2.GetModelStatusRequest()
-        status_req.model_spec.name = "demo"
+        status_req.model_spec.name = "fraud"
         _wait(lambda: len(_available(models, status_req)) == 2, 120)
-        print(f"  available versions: {_available(models, status_req)}")
+        print(f"  available versions: {_available(models, status_req)} (each passed its self test)")
 
-        def predict(label: str = "", version: int = 0, rows: np.ndarray = x) -> Any:
+        def predict(
+            label: str = "", version: int = 0, features: dict[str, Any] | None = None
+        ) -> Any:
             req = predict_pb2.PredictRequest()
-            req.model_spec.name = "demo"
+            req.model_spec.name = "fraud"
             if label:
                 req.model_spec.version_label = label
             if version:
                 req.model_spec.version.value = version
-            req.inputs["x"].CopyFrom(tf.make_tensor_proto(rows))
+            for name, value in (features or RAW).items():
+                req.inputs[name].CopyFrom(tf.make_tensor_proto(value))
             return stub.Predict(req, timeout=10)
 
-        _say("Predict with the stock tensorflow_serving PredictionServiceStub")
+        _say("Predict with RAW features through the stock TF Serving stub")
+        print("  raw request: amount=[25, 120], age=[34, 61], country=[DE, BR]")
         for label in ("", "stable", "canary"):
             resp = predict(label)
             probs = tf.make_ndarray(resp.outputs["output_0"])
             print(
-                f"  label={label or '(none: newest)':<16} answered by version "
-                f"{resp.model_spec.version.value}: first row {np.round(probs[0], 4).tolist()}"
+                f"  label={label or '(none: newest)':<16} version {resp.model_spec.version.value}"
+                f" (its own preprocessing): P(fraud) = {np.round(probs[:, 1], 4).tolist()}"
             )
 
         _say("400 concurrent single-row requests (dynamic batching merges them)")
+        from gateway.samples import fraud_training_data
+
+        sample = fraud_training_data(seed=9, rows=400)
+        rows = [{k: v[i : i + 1] for k, v in sample.items()} for i in range(400)]
         t0 = time.perf_counter()
         with ThreadPoolExecutor(32) as pool:
-            list(pool.map(lambda _: predict("stable", rows=x[:1]), range(400)))
+            list(pool.map(lambda row: predict("stable", features=row), rows))
         elapsed = time.perf_counter() - t0
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
-        calls = _metric(metrics, 'gateway_batch_requests_count{model="demo",version="1"}')
-        merged = _metric(metrics, 'gateway_batch_requests_sum{model="demo",version="1"}')
+        calls = _metric(metrics, 'gateway_batch_requests_count{model="fraud",version="1"}')
+        merged = _metric(metrics, 'gateway_batch_requests_sum{model="fraud",version="1"}')
         print(
             f"  {400 / elapsed:.0f} requests/s; version 1 ran {merged:.0f} requests in "
             f"{calls:.0f} model calls (avg {merged / max(calls, 1):.1f} per call)"
         )
 
+        _say("a request far from the training data is answered and reported")
+        predict(
+            "stable",
+            features={
+                "amount": np.array([[5e6]]),
+                "age": np.array([[35.0]]),
+                "country": np.array([b"XX"], dtype=object),
+            },
+        )
+        time.sleep(0.3)
+        records = [
+            json.loads(line)
+            for line in (workdir / "gateway.log").read_text().splitlines()
+            if '"feature_mismatch"' in line
+        ]
+        for m in records[-1]["mismatches"]:
+            print(
+                f"  {m['kind']:<16} feature={m['feature']:<8} value={m['value']!r:<12} "
+                f"training: {m['reference']}"
+            )
+        print(f"  (one log record, request_id {records[-1].get('request_id')})")
+
+        _say("distribution skew: version 2 receives amounts ~10x larger than in training")
+        shifted = fraud_training_data(seed=5, rows=400, shift=2.3)
+        for i in range(0, 400, 20):
+            predict("canary", features={k: v[i : i + 20] for k, v in shifted.items()})
+        time.sleep(1.5)
+        sys.stdout.flush()
+        subprocess.run(
+            [sys.executable, "-m", "gateway", "stats", "fraud", "--target", f"127.0.0.1:{port}"],
+            check=False,
+            env=env,
+        )
+
         _say("a bad request gets a clear error")
-        try:
-            predict(rows=np.ones((1, 5), np.float32))
-        except grpc.RpcError as exc:
-            print(f"  {exc.code().name}: {exc.details()}")
-        try:
-            predict(version=7)
-        except grpc.RpcError as exc:
-            print(f"  {exc.code().name}: {exc.details()}")
+        for features, version in (
+            ({**RAW, "age": np.array([[b"old"], [b"young"]], dtype=object)}, 0),
+            (None, 7),
+        ):
+            try:
+                predict(version=version, features=features)
+            except grpc.RpcError as exc:
+                print(f"  {exc.code().name}: {exc.details()}")
 
         _say(
             "a corrupted version 3 appears (truncated variables): it fails, version 2 keeps serving"
         )
-        broken = repo / "3"
-        shutil.copytree(repo / "2", broken)
-        data = next((broken / "variables").glob("variables.data-*"))
+        staging = workdir / "staging-3"
+        shutil.copytree(repo / "2", staging)
+        data = next((staging / "variables").glob("variables.data-*"))
         data.write_bytes(data.read_bytes()[:64])
+        os.rename(staging, repo / "3")
         _wait(lambda: _state(models, status_req, 3)[1] != "", 60)
         state, error = _state(models, status_req, 3)
         print(f"  version 3: {state}; reason: {error}")
         resp = predict()
         print(
-            "  a request without a version is still answered by version "
-            f"{resp.model_spec.version.value}"
+            f"  a request without a version is answered by version {resp.model_spec.version.value}"
         )
 
         _say("stopping with SIGTERM (in-flight requests finish, logs flushed)")
@@ -156,8 +223,8 @@ def run_demo(workdir: Path) -> int:
         code = proc.wait(30)
         print(f"  gateway exited with code {code}")
         log_lines = (workdir / "gateway.log").read_text().splitlines()
-        print(f"  {len(log_lines)} JSON log lines in {workdir / 'gateway.log'}; the last three:")
-        for line in log_lines[-3:]:
+        print(f"  {len(log_lines)} JSON log lines in {workdir / 'gateway.log'}; the last two:")
+        for line in log_lines[-2:]:
             print(f"    {line[:160]}")
         return 0 if code == 0 else 1
     finally:

@@ -111,3 +111,59 @@ def write_warmup(version_dir: Path, requests: Iterable[Any]) -> Path:
             )
             writer.write(log.SerializeToString())
     return out
+
+
+def fraud_training_data(seed: int, rows: int = 2000, shift: float = 0.0) -> dict[str, np.ndarray]:
+    """Raw training features of the demo fraud model: amount, age, country."""
+    rng = np.random.default_rng(seed)
+    countries = np.array([b"DE", b"FR", b"US", b"JP", b"BR"], dtype=object)
+    return {
+        "amount": rng.lognormal(3.0 + shift, 1.0, size=(rows, 1)),
+        "age": rng.normal(40.0, 12.0, size=(rows, 1)).clip(18, 90),
+        "country": rng.choice(countries, size=rows, p=[0.3, 0.2, 0.3, 0.1, 0.1]),
+    }
+
+
+def export_fraud_model(base_path: Path, version: int, seed: int, shift: float = 0.0) -> Path:
+    """Train a small fraud classifier on preprocessed features and export it with
+    `gateway.export_version` (log1p+standardize, a Keras Normalization, a vocabulary)."""
+    import keras
+
+    import gateway
+    from gateway.preprocessing.transforms import fit_chain
+
+    keras.utils.set_random_seed(seed)
+    train = fraud_training_data(seed, shift=shift)
+    norm = keras.layers.Normalization()
+    norm.adapt(train["age"])
+    amount_chain = fit_chain(["log1p", "standardize"], train["amount"])
+    vocab = fit_chain([{"kind": "vocabulary", "num_oov_buckets": 1}], train["country"])
+    amount = train["amount"]
+    for t in amount_chain:
+        amount = t.apply(amount)
+    country = vocab[0].apply(train["country"])
+    age = np.asarray(norm(train["age"]))
+    label = ((amount[:, 0] > 1.0) | (country == 5)).astype(np.int64)
+    a_in = keras.Input(shape=(1,), name="amount")
+    g_in = keras.Input(shape=(1,), name="age")
+    c_in = keras.Input(shape=(), dtype="int64", name="country")
+    emb = keras.layers.Flatten()(keras.layers.Embedding(8, 3)(keras.layers.Reshape((1,))(c_in)))
+    hidden = keras.layers.Dense(16, activation="relu")(
+        keras.layers.Concatenate()([a_in, g_in, emb])
+    )
+    model = keras.Model([a_in, g_in, c_in], keras.layers.Dense(2, activation="softmax")(hidden))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    features = {"amount": amount.astype(np.float32), "age": age, "country": country}
+    model.fit(features, label, epochs=3, batch_size=128, verbose=0)
+    outputs = model.predict(features, verbose=0)
+    export: Any = gateway.export_version
+    path: Path = export(
+        model,
+        base_path,
+        version,
+        preprocessing={"amount": list(amount_chain), "age": norm, "country": list(vocab)},
+        train_features=train,
+        training_outputs=outputs,
+        categorical=["country"],
+    )
+    return path

@@ -136,7 +136,8 @@ def generate(
                     amount = float(amounts[i])
                     fm = _MISMATCH % amount if amount > 5000 else ""
                     # v2 (the shadow) was trained without recent BR traffic.
-                    fms = _SHADOW_MISMATCH if countries[i] == _BR and i % 5 == 0 else ""
+                    shadow_br = countries[i] == _BR and i % 5 == 0 and not noise
+                    fms = _SHADOW_MISMATCH if shadow_br else ""
                     chunk.append(
                         _DIV.format(
                             ts=ts,

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -61,3 +62,47 @@ def gateway_factory(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], Any]]
     yield start
     for gw in reversed(started):
         gw.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def seed_bundle(tmp_path_factory):
+    """A tiny regression model trained on Normalization-ed x in [1, 3]."""
+    import keras
+
+    import gateway
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(1.0, 3.0, size=(512, 1)).astype(np.float32)
+    y = (3.0 * x - 1.0 + rng.normal(0, 0.05, size=x.shape)).astype(np.float32)
+    norm = keras.layers.Normalization()
+    norm.adapt(x)
+    inp = keras.Input(shape=(1,), name="x")
+    out = keras.layers.Dense(1)(keras.layers.Dense(8, activation="tanh")(inp))
+    model = keras.Model(inp, out)
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
+    model.fit(np.asarray(norm(x)), y, epochs=15, batch_size=64, verbose=0)
+    training_outputs = model.predict(np.asarray(norm(x)), verbose=0)
+    root = tmp_path_factory.mktemp("seed")
+    with_pre = gateway.export_version(
+        model,
+        root / "with" / "fraud",
+        1,
+        preprocessing={"x": norm},
+        train_features={"x": x},
+        training_outputs=training_outputs,
+    )
+    without = gateway.export_version(
+        model,
+        root / "without" / "fraud",
+        1,
+        train_features={"x": x},
+        training_outputs=training_outputs,
+    )
+    return {
+        "model": model,
+        "norm": norm,
+        "x": x,
+        "with": with_pre.parent,
+        "without": without.parent,
+    }

@@ -39,6 +39,9 @@ LoadHook = Callable[[LoadedVersion], LoadedVersion]
 """A load step after the SavedModel is loaded: may check the version (raise
 `VersionLoadError`) or return it with extensions added."""
 
+PreCheck = Callable[[Path], None]
+"""A check of the version directory before TensorFlow reads it (raise `VersionLoadError`)."""
+
 
 def _import_tf() -> Any:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -235,9 +238,18 @@ def warmup(loaded: LoadedVersion) -> int:
 
 
 def load_version(
-    model: str, version: int, path: Path, hooks: Sequence[LoadHook] = (), do_warmup: bool = True
+    model: str,
+    version: int,
+    path: Path,
+    hooks: Sequence[LoadHook] = (),
+    do_warmup: bool = True,
+    pre_checks: Sequence[PreCheck] = (),
 ) -> tuple[LoadedVersion, int]:
-    """The whole load pipeline: verify, load, run hooks, warm up. Returns (version, warmups)."""
+    """The whole load pipeline: pre-checks, verify, load, hooks, warm up.
+
+    Returns (version, warmup records replayed)."""
+    for check in pre_checks:
+        check(path)
     loaded = load_saved_model(model, version, path)
     for hook in hooks:
         loaded = hook(loaded)

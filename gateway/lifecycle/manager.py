@@ -20,7 +20,7 @@ import structlog
 
 from gateway.config import GatewayConfig, LifecycleConfig, ModelConfig
 from gateway.errors import NotFound, VersionLoadError
-from gateway.lifecycle.loader import LoadHook, load_version
+from gateway.lifecycle.loader import LoadHook, PreCheck, load_version
 from gateway.lifecycle.monitor import StateMonitor
 from gateway.lifecycle.policy import Load, Unload, plan
 from gateway.lifecycle.repository import Fingerprint, fingerprint, scan
@@ -101,6 +101,7 @@ class VersionManager:
         make_runner: RunnerFactory,
         monitor: StateMonitor | None = None,
         hooks: Sequence[LoadHook] = (),
+        pre_checks: Sequence[PreCheck] = (),
         on_change: Callable[[], None] | None = None,
         on_load_failure: Callable[[str, int, str], None] | None = None,
     ) -> None:
@@ -108,6 +109,7 @@ class VersionManager:
         self._make_runner = make_runner
         self.monitor = monitor or StateMonitor()
         self._hooks = list(hooks)
+        self._pre_checks = list(pre_checks)
         self._on_change = on_change
         self._on_load_failure = on_load_failure
         self._models: dict[str, _Model] = {m.name: _Model(m) for m in config.models}
@@ -313,7 +315,14 @@ class VersionManager:
             rec.fingerprint = await asyncio.to_thread(fingerprint, rec.path)
             loaded, warmed = await loop.run_in_executor(
                 self._pool,
-                lambda: load_version(name, version, rec.path, self._hooks, self._lifecycle.warmup),
+                lambda: load_version(
+                    name,
+                    version,
+                    rec.path,
+                    self._hooks,
+                    self._lifecycle.warmup,
+                    self._pre_checks,
+                ),
             )
             runner = self._make_runner(model.config, loaded)
         except asyncio.CancelledError:

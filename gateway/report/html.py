@@ -341,14 +341,17 @@ def _group_section(group: dict[str, Any]) -> str:
         )
         sort_rows.append([None, None, None, None, s["rate"], s["lift"]])
     out.append('<div class="card"><h3>Top diverging features (sorted by lift)</h3>')
-    out.append(
-        _table(
-            ["feature", "slice", "requests", "diverged", "rate", "lift"],
-            slice_rows,
-            left=2,
-            sort_values=sort_rows,
+    if group["diverged"]:
+        out.append(
+            _table(
+                ["feature", "slice", "requests", "diverged", "rate", "lift"],
+                slice_rows,
+                left=2,
+                sort_values=sort_rows,
+            )
         )
-    )
+    else:
+        out.append('<p class="empty">no diverged requests</p>')
     out.append("</div>")
     if group["comparison"] != "noise":
         worst = [

@@ -154,6 +154,18 @@ def connect() -> duckdb.DuckDBPyConnection:
     return con
 
 
+_DERIVED: Final = """
+    TRY_CAST(ts AS TIMESTAMPTZ) AS t,
+    coalesce(comparison, 'shadow') AS comparison_,
+    coalesce(diverged, list_bool_or(list_transform(map_values(outputs), lambda o: o.diverged)))
+        AS diverged_
+"""
+
+
+def _create_raw_from(con: duckdb.DuckDBPyConnection, select: str) -> None:
+    con.execute(f"CREATE OR REPLACE TEMP TABLE raw AS SELECT *, {_DERIVED} FROM ({select})")
+
+
 def _read_sql(paths: Sequence[str]) -> str:
     columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in COLUMNS.items()) + "}"
     files = "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
@@ -165,9 +177,7 @@ def _read_sql(paths: Sequence[str]) -> str:
 
 def _create_empty_raw(con: duckdb.DuckDBPyConnection) -> None:
     columns = ", ".join(f'NULL::{t} AS "{k}"' for k, t in COLUMNS.items())
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE raw AS SELECT {columns}, NULL::VARCHAR AS filename LIMIT 0"
-    )
+    _create_raw_from(con, f"SELECT {columns}, NULL::VARCHAR AS filename LIMIT 0")
 
 
 def _create_raw(
@@ -176,7 +186,7 @@ def _create_raw(
     """Create table ``raw`` from all readable files; return per-file warnings."""
     names = [str(p) for p in paths]
     try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE raw AS {_read_sql(names)}")
+        _create_raw_from(con, _read_sql(names))
         stats.files = names
         return []
     except duckdb.Error:
@@ -196,7 +206,7 @@ def _create_raw(
             stats.unreadable_files.append(name)
     stats.files = good
     if good:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE raw AS {_read_sql(good)}")
+        _create_raw_from(con, _read_sql(good))
     else:
         _create_empty_raw(con)
     return warnings
@@ -238,28 +248,17 @@ def load_logs(
         params.append(filters.until.isoformat())
     where = " AND ".join(conditions)
 
-    con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE parsed AS
-        SELECT *, TRY_CAST(ts AS TIMESTAMPTZ) AS t,
-               coalesce(comparison, 'shadow') AS comparison_,
-               coalesce(diverged,
-                        list_bool_or(list_transform(map_values(outputs), lambda o: o.diverged)))
-                   AS diverged_
-        FROM raw WHERE event IS NOT NULL
-        """
-    )
     complete = "model IS NOT NULL AND diverged_ IS NOT NULL"
     stats.incomplete_records = _scalar(
-        con, f"SELECT count(*) FROM parsed WHERE event = 'divergence' AND NOT ({complete})"
+        con, f"SELECT count(*) FROM raw WHERE event = 'divergence' AND NOT ({complete})"
     )
     candidates = _scalar(
         con,
-        f"SELECT count(*) FROM parsed WHERE (event <> 'divergence' OR ({complete}))",
+        f"SELECT count(*) FROM raw WHERE event <> 'divergence' OR ({complete})",
     )
     kept_by_filter = _scalar(
         con,
-        f"SELECT count(*) FROM parsed WHERE (event <> 'divergence' OR ({complete})) AND {where}",
+        f"SELECT count(*) FROM raw WHERE (event <> 'divergence' OR ({complete})) AND {where}",
         params,
     )
     stats.filtered_out = candidates - kept_by_filter
@@ -276,7 +275,7 @@ def load_logs(
                    within_noise, latency_ms."primary" AS lat_p, latency_ms.shadow AS lat_s,
                    outputs, feature_mismatches."primary" AS fm_p,
                    feature_mismatches.shadow AS fm_s, features, filename
-            FROM parsed
+            FROM raw
             WHERE event = 'divergence' AND {complete} AND {where}
             QUALIFY request_id IS NULL OR row_number() OVER (
                 PARTITION BY model, request_id, shadow_version, comparison_
@@ -290,7 +289,7 @@ def load_logs(
         CREATE OR REPLACE TEMP TABLE ev AS
         SELECT event, model, comparison_ AS comparison, primary_version AS pv,
                shadow_version AS sv, error, t
-        FROM parsed
+        FROM raw
         WHERE event <> 'divergence' AND {where}
         QUALIFY request_id IS NULL OR row_number() OVER (
             PARTITION BY event, model, request_id, shadow_version, comparison_
@@ -301,6 +300,5 @@ def load_logs(
     stats.records = _scalar(con, "SELECT count(*) FROM div")
     stats.events = _scalar(con, "SELECT count(*) FROM ev")
     stats.duplicates = kept_by_filter - stats.records - stats.events
-    con.execute("DROP TABLE parsed")
     con.execute("DROP TABLE raw")
     return stats, warnings

@@ -83,6 +83,8 @@ def _outputs_table(group: dict[str, Any]) -> Table:
 
 
 def _slices_table(group: dict[str, Any]) -> Table | None:
+    if not group["diverged"]:
+        return None  # nothing to explain
     rows: list[tuple[str, str, dict[str, Any]]] = []
     rows += [(s["feature"], f"check: {s['kind']}", s) for s in group["feature_checks"]]
     rows += [(s["feature"], f"value: {s['bucket']}", s) for s in group["feature_values"]]

@@ -5,11 +5,12 @@ Works on numpy arrays and plain values only; the transport converts protobuf.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from gateway.analysis.feature_checks import Action, CheckKind, Mismatch
 from gateway.errors import InvalidInput
 from gateway.lifecycle.manager import VersionManager
 from gateway.serving.runner import VersionRunner
@@ -36,11 +37,38 @@ class Result:
     outputs: Arrays
 
 
+MismatchObserver = Callable[[str, int, list[Mismatch]], None]
+
+
 class Predictor:
     """Executes Predict/Classify/Regress against the manager's current serving table."""
 
-    def __init__(self, manager: VersionManager) -> None:
+    def __init__(
+        self, manager: VersionManager, on_mismatches: MismatchObserver | None = None
+    ) -> None:
         self._manager = manager
+        self._on_mismatches = on_mismatches
+
+    def check_features(self, runner: VersionRunner, inputs: Arrays) -> Arrays:
+        """Run the version's feature checks on raw inputs: report mismatches, raise
+        `InvalidInput` for rejected ones, drop unexpected features that are only logged."""
+        checker = runner.checker
+        if checker is None:
+            return inputs
+        mismatches = checker.check(inputs)
+        if not mismatches:
+            return inputs
+        if self._on_mismatches is not None:
+            self._on_mismatches(runner.loaded.model, runner.version, mismatches)
+        rejected = [m for m in mismatches if m.action is Action.REJECT]
+        if rejected:
+            raise InvalidInput(
+                "feature check failed: " + "; ".join(m.message() for m in rejected[:5])
+            )
+        unexpected = {m.feature for m in mismatches if m.kind is CheckKind.UNEXPECTED_FEATURE}
+        if unexpected:
+            inputs = {k: v for k, v in inputs.items() if k not in unexpected}
+        return inputs
 
     def resolve(self, target: Target) -> VersionRunner:
         """The runner that should answer `target` (NotFound when none)."""
@@ -66,6 +94,8 @@ class Predictor:
                         f"{', '.join(repr(u) for u in unknown)};"
                         f" signature '{sig.name}' outputs: {', '.join(sorted(sig.outputs))}"
                     )
+            if sig.prepare is not None:
+                inputs = self.check_features(runner, inputs)
             rows = sig.validate(inputs)
             outputs = await runner.run(sig, inputs, rows)
         finally:

@@ -7,15 +7,32 @@ requests that resolved it have finished (swaps never fail requests).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from gateway.config import BatchingConfig
 from gateway.errors import Unavailable
 from gateway.serving.batcher import Batcher, BatchObserver
-from gateway.serving.servable import Arrays, LoadedVersion, Signature
+from gateway.serving.servable import Arrays, LoadedVersion, RunFn, Signature
+
+if TYPE_CHECKING:
+    from gateway.analysis.feature_checks import FeatureChecker
+    from gateway.analysis.skew import SkewWindow
 
 ObserverFactory = Callable[[str, int], BatchObserver]
+
+
+def _counting(skew: SkewWindow, run: RunFn) -> RunFn:
+    """Feed each model call's raw batch to the skew window (on the model-call thread)."""
+
+    def counted(inputs: Mapping[str, np.ndarray]) -> Arrays:
+        skew.add(inputs)
+        return run(inputs)
+
+    return counted
 
 
 class VersionRunner:
@@ -27,8 +44,14 @@ class VersionRunner:
         executor: Executor,
         batching: BatchingConfig,
         observer_factory: ObserverFactory | None = None,
+        checker: FeatureChecker | None = None,
+        skew: SkewWindow | None = None,
     ) -> None:
         self.loaded = loaded
+        self.checker = checker
+        """Per-request raw-feature checks against training statistics (None = off)."""
+        self.skew = skew
+        """Serving-distribution window of raw features, fed per model call (None = off)."""
         self.version = loaded.version
         self._executor = executor
         self.inflight = 0
@@ -36,10 +59,15 @@ class VersionRunner:
         observer = observer_factory(loaded.model, loaded.version) if observer_factory else None
         self._observer = observer
         self._batchers: dict[str, Batcher] = {}
+        self._runs: dict[str, RunFn] = {}
         for name, sig in loaded.signatures.items():
+            run = sig.run
+            if skew is not None and sig.prepare is not None:
+                run = _counting(skew, sig.run)
+            self._runs[name] = run
             if batching.enabled and sig.batchable:
                 self._batchers[name] = Batcher(
-                    sig.run,
+                    run,
                     executor,
                     max_batch_size=batching.max_batch_size,
                     timeout_s=batching.batch_timeout_micros / 1e6,
@@ -64,7 +92,8 @@ class VersionRunner:
         if self._closing and self.inflight <= 0:
             raise Unavailable("model version is unloading; retry")
         loop = asyncio.get_running_loop()
-        outputs = await loop.run_in_executor(self._executor, signature.run, inputs)
+        run = self._runs.get(signature.name, signature.run)
+        outputs = await loop.run_in_executor(self._executor, run, inputs)
         if self._observer is not None:
             self._observer(rows, 1)
         return outputs

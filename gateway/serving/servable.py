@@ -17,6 +17,9 @@ import numpy as np
 from gateway.errors import InvalidInput
 from gateway.transport.tensors import dtype_name, numpy_dtype
 
+_KIND = {"f": "f", "i": "i", "u": "i", "b": "i", "O": "s", "S": "s", "U": "s"}
+_KIND_NAME = {"f": "float", "i": "integer", "s": "string"}
+
 PREDICT = "tensorflow/serving/predict"
 CLASSIFY = "tensorflow/serving/classify"
 REGRESS = "tensorflow/serving/regress"
@@ -32,6 +35,8 @@ class TensorSpec:
 
     dtype: int
     shape: tuple[int | None, ...] | None
+    kind_only: bool = False
+    """Raw-feature inputs accept any width of the right kind (float/int/string)."""
 
     @property
     def np_dtype(self) -> np.dtype[Any] | None:
@@ -44,6 +49,10 @@ class TensorSpec:
             dims = "<unknown rank>"
         else:
             dims = "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
+        if self.kind_only:
+            np_dtype = self.np_dtype
+            kind = _KIND_NAME[_KIND[np_dtype.kind]] if np_dtype is not None else "?"
+            return f"{kind} {dims}"
         return f"{dtype_name(self.dtype)} {dims}"
 
     def batch_major(self) -> bool:
@@ -60,6 +69,10 @@ class Signature:
     inputs: Mapping[str, TensorSpec]
     outputs: Mapping[str, TensorSpec]
     run: RunFn = field(repr=False, compare=False)
+    prepare: Callable[[Mapping[str, np.ndarray]], Arrays] | None = field(
+        default=None, repr=False, compare=False
+    )
+    """For raw-feature signatures: raw features -> the model's inputs (preprocessing)."""
 
     @property
     def batchable(self) -> bool:
@@ -90,9 +103,20 @@ class Signature:
             array = inputs[alias]
             want = spec.np_dtype
             got_string = array.dtype.kind in "OSU"
-            if (want == np.dtype(object)) != got_string or (not got_string and array.dtype != want):
+            if spec.kind_only and want is not None:
+                wrong = _KIND[want.kind] != _KIND.get(array.dtype.kind)
+            else:
+                wrong = (want == np.dtype(object)) != got_string or (
+                    not got_string and array.dtype != want
+                )
+            if wrong:
+                expected = (
+                    _KIND_NAME[_KIND[want.kind]]
+                    if spec.kind_only and want is not None
+                    else dtype_name(spec.dtype)
+                )
                 raise InvalidInput(
-                    f"input '{alias}': expected dtype {dtype_name(spec.dtype)}, got "
+                    f"input '{alias}': expected dtype {expected}, got "
                     f"{'string' if got_string else array.dtype.name} (signature '{self.name}' "
                     f"expects {spec.describe()})"
                 )

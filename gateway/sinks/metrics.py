@@ -64,7 +64,32 @@ class Metrics:
             ["model", "version", "state"],
             registry=r,
         )
+        self.feature_mismatches = Counter(
+            "gateway_feature_mismatches_total",
+            "Requests with a feature check mismatch, by feature, kind and action.",
+            ["model", "version", "feature", "kind", "action"],
+            registry=r,
+        )
+        self.feature_skew = Gauge(
+            "gateway_feature_skew",
+            "Current skew of a feature's serving window against training (js, linf, psi).",
+            ["model", "version", "feature", "metric"],
+            registry=r,
+        )
+        self.feature_drift = Gauge(
+            "gateway_feature_drifted",
+            "1 while a feature's serving distribution crosses a skew threshold.",
+            ["model", "version", "feature"],
+            registry=r,
+        )
         self._server: Any = None
+
+    def on_mismatches(self, model: str, version: int, mismatches: Any) -> None:
+        """Count a request's feature-check mismatches."""
+        for m in mismatches:
+            self.feature_mismatches.labels(
+                model, str(version), m.feature, str(m.kind), str(m.action)
+            ).inc()
 
     def observe_request(
         self, method: str, model: str, version: str, code: str, seconds: float

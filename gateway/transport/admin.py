@@ -8,6 +8,7 @@ from typing import Any
 
 from gateway import __version__
 from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
+from gateway.errors import InvalidInput
 from gateway.lifecycle.manager import VersionManager
 from gateway.lifecycle.states import VersionState
 from gateway.sinks.metrics import Metrics
@@ -18,11 +19,16 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
     """Model status with explicit FAILED reasons, and config reload."""
 
     def __init__(
-        self, manager: VersionManager, metrics: Metrics, reload: Callable[[], Awaitable[list[str]]]
+        self,
+        manager: VersionManager,
+        metrics: Metrics,
+        reload: Callable[[], Awaitable[list[str]]],
+        skew_report: Callable[[str], dict[int, dict[str, Any]]],
     ) -> None:
         self.manager = manager
         self.metrics = metrics
         self._reload = reload
+        self._skew_report = skew_report
         self._started = time.monotonic()
 
     @unary("admin.GetStatus")
@@ -55,3 +61,28 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
         """Re-read the config file and apply it."""
         del request
         return admin_pb2.ReloadConfigResponse(changes=await self._reload())
+
+    @unary("admin.GetFeatureSkew")
+    async def GetFeatureSkew(self, request: Any, context: Any) -> Any:
+        """Current skew per version and feature of one model."""
+        if not request.model:
+            raise InvalidInput("model: expected a model name")
+        response = admin_pb2.GetFeatureSkewResponse(model=request.model)
+        for version, features in sorted(self._skew_report(request.model).items()):
+            for name, skew in sorted(features.items()):
+                entry = response.features.add(
+                    version=version,
+                    feature=name,
+                    categorical=skew.categorical,
+                    num_values=skew.num_values,
+                    js=skew.js,
+                    linf=skew.linf,
+                    psi=skew.psi,
+                    crossed=list(skew.crossed),
+                    drifted=skew.drifted,
+                )
+                for metric in ("js", "linf", "psi"):
+                    threshold = getattr(skew.thresholds, metric)
+                    if threshold is not None:
+                        setattr(entry, f"{metric}_threshold", threshold)
+        return response

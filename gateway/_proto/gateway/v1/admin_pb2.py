@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16gateway/v1/admin.proto\x12\ngateway.v1\"!\n\x10GetStatusRequest\x12\r\n\x05model\x18\x01 \x01(\t\"x\n\rVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x10\n\x08\x66\x61ilures\x18\x04 \x01(\x05\x12\x16\n\x0ewarmup_records\x18\x05 \x01(\x05\x12\x0e\n\x06labels\x18\x06 \x03(\t\"\xd0\x01\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tbase_path\x18\x02 \x01(\t\x12+\n\x08versions\x18\x03 \x03(\x0b\x32\x19.gateway.v1.VersionStatus\x12\x33\n\x06labels\x18\x04 \x03(\x0b\x32#.gateway.v1.ModelStatus.LabelsEntry\x12\x0f\n\x07serving\x18\x05 \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"m\n\x11GetStatusResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.gateway.v1.ModelStatus\x12\x16\n\x0euptime_seconds\x18\x02 \x01(\x01\x12\x17\n\x0fgateway_version\x18\x03 \x01(\t\"\x15\n\x13ReloadConfigRequest\"\'\n\x14ReloadConfigResponse\x12\x0f\n\x07\x63hanges\x18\x01 \x03(\t2\xab\x01\n\x0c\x41\x64minService\x12H\n\tGetStatus\x12\x1c.gateway.v1.GetStatusRequest\x1a\x1d.gateway.v1.GetStatusResponse\x12Q\n\x0cReloadConfig\x12\x1f.gateway.v1.ReloadConfigRequest\x1a .gateway.v1.ReloadConfigResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16gateway/v1/admin.proto\x12\ngateway.v1\"!\n\x10GetStatusRequest\x12\r\n\x05model\x18\x01 \x01(\t\"x\n\rVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x10\n\x08\x66\x61ilures\x18\x04 \x01(\x05\x12\x16\n\x0ewarmup_records\x18\x05 \x01(\x05\x12\x0e\n\x06labels\x18\x06 \x03(\t\"\xd0\x01\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tbase_path\x18\x02 \x01(\t\x12+\n\x08versions\x18\x03 \x03(\x0b\x32\x19.gateway.v1.VersionStatus\x12\x33\n\x06labels\x18\x04 \x03(\x0b\x32#.gateway.v1.ModelStatus.LabelsEntry\x12\x0f\n\x07serving\x18\x05 \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"m\n\x11GetStatusResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.gateway.v1.ModelStatus\x12\x16\n\x0euptime_seconds\x18\x02 \x01(\x01\x12\x17\n\x0fgateway_version\x18\x03 \x01(\t\"\x15\n\x13ReloadConfigRequest\"\'\n\x14ReloadConfigResponse\x12\x0f\n\x07\x63hanges\x18\x01 \x03(\t\"&\n\x15GetFeatureSkewRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xab\x02\n\x0b\x46\x65\x61tureSkew\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0f\n\x07\x66\x65\x61ture\x18\x02 \x01(\t\x12\x13\n\x0b\x63\x61tegorical\x18\x03 \x01(\x08\x12\x12\n\nnum_values\x18\x04 \x01(\x03\x12\n\n\x02js\x18\x05 \x01(\x01\x12\x0c\n\x04linf\x18\x06 \x01(\x01\x12\x0b\n\x03psi\x18\x07 \x01(\x01\x12\x0f\n\x07\x63rossed\x18\x08 \x03(\t\x12\x0f\n\x07\x64rifted\x18\t \x01(\x08\x12\x19\n\x0cjs_threshold\x18\n \x01(\x01H\x00\x88\x01\x01\x12\x1b\n\x0elinf_threshold\x18\x0b \x01(\x01H\x01\x88\x01\x01\x12\x1a\n\rpsi_threshold\x18\x0c \x01(\x01H\x02\x88\x01\x01\x42\x0f\n\r_js_thresholdB\x11\n\x0f_linf_thresholdB\x10\n\x0e_psi_threshold\"R\n\x16GetFeatureSkewResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12)\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x17.gateway.v1.FeatureSkew2\x84\x02\n\x0c\x41\x64minService\x12H\n\tGetStatus\x12\x1c.gateway.v1.GetStatusRequest\x1a\x1d.gateway.v1.GetStatusResponse\x12Q\n\x0cReloadConfig\x12\x1f.gateway.v1.ReloadConfigRequest\x1a .gateway.v1.ReloadConfigResponse\x12W\n\x0eGetFeatureSkew\x12!.gateway.v1.GetFeatureSkewRequest\x1a\".gateway.v1.GetFeatureSkewResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,6 +47,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RELOADCONFIGREQUEST']._serialized_end=538
   _globals['_RELOADCONFIGRESPONSE']._serialized_start=540
   _globals['_RELOADCONFIGRESPONSE']._serialized_end=579
-  _globals['_ADMINSERVICE']._serialized_start=582
-  _globals['_ADMINSERVICE']._serialized_end=753
+  _globals['_GETFEATURESKEWREQUEST']._serialized_start=581
+  _globals['_GETFEATURESKEWREQUEST']._serialized_end=619
+  _globals['_FEATURESKEW']._serialized_start=622
+  _globals['_FEATURESKEW']._serialized_end=921
+  _globals['_GETFEATURESKEWRESPONSE']._serialized_start=923
+  _globals['_GETFEATURESKEWRESPONSE']._serialized_end=1005
+  _globals['_ADMINSERVICE']._serialized_start=1008
+  _globals['_ADMINSERVICE']._serialized_end=1268
 # @@protoc_insertion_point(module_scope)

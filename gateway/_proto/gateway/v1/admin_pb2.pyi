@@ -68,3 +68,45 @@ class ReloadConfigResponse(_message.Message):
     CHANGES_FIELD_NUMBER: _ClassVar[int]
     changes: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, changes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetFeatureSkewRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class FeatureSkew(_message.Message):
+    __slots__ = ("version", "feature", "categorical", "num_values", "js", "linf", "psi", "crossed", "drifted", "js_threshold", "linf_threshold", "psi_threshold")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    CATEGORICAL_FIELD_NUMBER: _ClassVar[int]
+    NUM_VALUES_FIELD_NUMBER: _ClassVar[int]
+    JS_FIELD_NUMBER: _ClassVar[int]
+    LINF_FIELD_NUMBER: _ClassVar[int]
+    PSI_FIELD_NUMBER: _ClassVar[int]
+    CROSSED_FIELD_NUMBER: _ClassVar[int]
+    DRIFTED_FIELD_NUMBER: _ClassVar[int]
+    JS_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    LINF_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    PSI_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    feature: str
+    categorical: bool
+    num_values: int
+    js: float
+    linf: float
+    psi: float
+    crossed: _containers.RepeatedScalarFieldContainer[str]
+    drifted: bool
+    js_threshold: float
+    linf_threshold: float
+    psi_threshold: float
+    def __init__(self, version: _Optional[int] = ..., feature: _Optional[str] = ..., categorical: _Optional[bool] = ..., num_values: _Optional[int] = ..., js: _Optional[float] = ..., linf: _Optional[float] = ..., psi: _Optional[float] = ..., crossed: _Optional[_Iterable[str]] = ..., drifted: _Optional[bool] = ..., js_threshold: _Optional[float] = ..., linf_threshold: _Optional[float] = ..., psi_threshold: _Optional[float] = ...) -> None: ...
+
+class GetFeatureSkewResponse(_message.Message):
+    __slots__ = ("model", "features")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    features: _containers.RepeatedCompositeFieldContainer[FeatureSkew]
+    def __init__(self, model: _Optional[str] = ..., features: _Optional[_Iterable[_Union[FeatureSkew, _Mapping]]] = ...) -> None: ...

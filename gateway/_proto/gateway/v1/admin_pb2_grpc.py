@@ -44,6 +44,11 @@ class AdminServiceStub:
                 request_serializer=gateway_dot_v1_dot_admin__pb2.ReloadConfigRequest.SerializeToString,
                 response_deserializer=gateway_dot_v1_dot_admin__pb2.ReloadConfigResponse.FromString,
                 _registered_method=True)
+        self.GetFeatureSkew = channel.unary_unary(
+                '/gateway.v1.AdminService/GetFeatureSkew',
+                request_serializer=gateway_dot_v1_dot_admin__pb2.GetFeatureSkewRequest.SerializeToString,
+                response_deserializer=gateway_dot_v1_dot_admin__pb2.GetFeatureSkewResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -63,6 +68,13 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetFeatureSkew(self, request, context):
+        """Current distribution skew of every feature's serving window against training.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +87,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ReloadConfig,
                     request_deserializer=gateway_dot_v1_dot_admin__pb2.ReloadConfigRequest.FromString,
                     response_serializer=gateway_dot_v1_dot_admin__pb2.ReloadConfigResponse.SerializeToString,
+            ),
+            'GetFeatureSkew': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFeatureSkew,
+                    request_deserializer=gateway_dot_v1_dot_admin__pb2.GetFeatureSkewRequest.FromString,
+                    response_serializer=gateway_dot_v1_dot_admin__pb2.GetFeatureSkewResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +148,33 @@ class AdminService:
             '/gateway.v1.AdminService/ReloadConfig',
             gateway_dot_v1_dot_admin__pb2.ReloadConfigRequest.SerializeToString,
             gateway_dot_v1_dot_admin__pb2.ReloadConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFeatureSkew(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.v1.AdminService/GetFeatureSkew',
+            gateway_dot_v1_dot_admin__pb2.GetFeatureSkewRequest.SerializeToString,
+            gateway_dot_v1_dot_admin__pb2.GetFeatureSkewResponse.FromString,
             options,
             channel_credentials,
             insecure,

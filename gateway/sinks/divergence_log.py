@@ -1,0 +1,412 @@
+"""The divergence log: one JSON line per compared request (schema ``gateway.divergence/v1``).
+
+Written through a structlog ``BoundLogger`` (``structlog.wrap_logger``) whose
+processor chain runs on the caller's thread and is cheap:
+
+1. `add_envelope`: ``schema`` and ``ts`` (ISO-8601 UTC, microseconds, ``Z``) first;
+2. a redactor from `make_redactor`: values of sensitive features in ``features``
+   and in every ``feature_mismatches[side][i]["value"]`` become ``"<redacted>"``;
+3. `to_writer_args`: hands the event dict, unserialised, to the wrapped
+   `JsonlSink`, whose methods call `JsonlWriter.write` (a non-blocking queue
+   append). JSON encoding and file I/O happen on the writer's thread.
+
+Events written (all carry ``schema``, ``ts``, ``event`` and ``replica``):
+
+* ``divergence``: ``request_id, model, comparison, primary_version,
+  shadow_version, routing_key_hash?, rows, latency_ms{primary, shadow},
+  outputs{alias: metrics}, diverged, within_noise?, feature_mismatches{primary,
+  shadow}, features?, input_digest`` (see the README's schema example);
+* ``shadow_error``: ``model, primary_version, shadow_version, request_id, error``
+  (a gRPC status code name such as ``DEADLINE_EXCEEDED``), ``message``;
+* ``shadow_drops``: a periodic summary ``model, shadow_version, count`` of
+  mirrored requests that were not sent to the shadow (never one line per drop).
+
+The caller passes the fields; they are not validated on the request path.
+Ownership of the field values passes to the log (they are serialised later):
+do not mutate them after the call. Nested ``features`` and
+``feature_mismatches`` objects are never mutated by redaction (copies are made).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from gateway.sinks.jsonl import JsonlWriter, MiB
+
+SCHEMA: Final = "gateway.divergence/v1"
+REDACTED: Final = "<redacted>"
+MAX_LIST: Final = 16
+"""Longest list `first_row_features` keeps for a multi-valued feature (the first values)."""
+
+_ts_cache: tuple[int, str] = (-1, "")
+
+
+def utc_timestamp(ns: int | None = None) -> str:
+    """``YYYY-MM-DDTHH:MM:SS.ffffffZ`` for `ns` nanoseconds since the epoch (default: now)."""
+    global _ts_cache
+    if ns is None:
+        ns = time.time_ns()
+    sec, rem = divmod(ns, 1_000_000_000)
+    cached_sec, prefix = _ts_cache
+    if sec != cached_sec:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        _ts_cache = (sec, prefix)
+    return f"{prefix}.{rem // 1000:06d}Z"
+
+
+# ---------------------------------------------------------------------- processors
+
+
+def add_envelope(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """Put ``schema`` (always `SCHEMA`), ``ts`` (kept if given, else now) and ``event`` first.
+
+    ``event`` defaults to the method name. Returns a new dict; the input is not modified.
+    """
+    ts = event_dict.get("ts") or utc_timestamp()
+    out: EventDict = {"schema": SCHEMA, "ts": ts, "event": event_dict.get("event", method_name)}
+    out.update(event_dict)
+    out["schema"] = SCHEMA
+    out["ts"] = ts
+    if out["event"] is None:
+        out["event"] = method_name
+    return out
+
+
+def _is_redacted(value: Any) -> bool:
+    return isinstance(value, str) and value == REDACTED
+
+
+def _mismatch_value_sensitive(item: Any, names: frozenset[str]) -> bool:
+    if isinstance(item, dict | Mapping):
+        if item.get("feature") not in names or "value" not in item:
+            return False
+        return not _is_redacted(item["value"])
+    return getattr(item, "feature", None) in names
+
+
+def _redacted_mismatch(item: Any, names: frozenset[str]) -> Any:
+    if isinstance(item, Mapping):
+        if item.get("feature") in names and "value" in item:
+            out = dict(item)
+            out["value"] = REDACTED
+            return out
+        return item
+    if getattr(item, "feature", None) in names:
+        converted = mismatch_json(item)
+        converted["value"] = REDACTED
+        return converted
+    return item
+
+
+def make_redactor(sensitive: Iterable[str]) -> Processor:
+    """A processor replacing values of the `sensitive` features with ``"<redacted>"``.
+
+    Applies to ``event_dict["features"][name]`` and to the ``value`` of every
+    item of every side of ``event_dict["feature_mismatches"]`` whose ``feature``
+    is sensitive (items may be mappings or `Mismatch`-like objects, which are
+    converted with `mismatch_json`). Returns the input dict itself when nothing
+    needs redaction, else a shallow copy with new ``features`` /
+    ``feature_mismatches`` objects: the caller's objects are never mutated.
+    """
+    names = frozenset(sensitive)
+
+    def redact_sensitive(
+        logger: WrappedLogger, method_name: str, event_dict: EventDict
+    ) -> EventDict:
+        if not names:
+            return event_dict
+        out = event_dict
+        features = event_dict.get("features")
+        if isinstance(features, dict | Mapping):
+            hit = [k for k in features if k in names]
+            if hit and not all(_is_redacted(features[k]) for k in hit):
+                out = dict(event_dict)
+                out["features"] = {k: (REDACTED if k in names else v) for k, v in features.items()}
+        mismatches = event_dict.get("feature_mismatches")
+        if isinstance(mismatches, dict | Mapping):
+            sides: dict[str, Any] | None = None
+            for side, items in mismatches.items():
+                if isinstance(items, list | tuple) and any(
+                    _mismatch_value_sensitive(it, names) for it in items
+                ):
+                    if sides is None:
+                        sides = dict(mismatches)
+                    sides[side] = [_redacted_mismatch(it, names) for it in items]
+            if sides is not None:
+                if out is event_dict:
+                    out = dict(event_dict)
+                out["feature_mismatches"] = sides
+        return out
+
+    return redact_sensitive
+
+
+def to_writer_args(
+    logger: WrappedLogger, method_name: str, event_dict: EventDict
+) -> tuple[tuple[EventDict], dict[str, Any]]:
+    """Final processor: pass the event dict as the one positional argument of the logger method.
+
+    (structlog calls ``logger.<method_name>(*args, **kwargs)`` with what the last
+    processor returns; a tuple ``(args, kwargs)`` avoids copying the dict into
+    keyword arguments.)
+    """
+    return (event_dict,), {}
+
+
+# ---------------------------------------------------------------------- structlog plumbing
+
+
+class JsonlSink:
+    """The wrapped "logger": each method hands the finished event dict to a `JsonlWriter`."""
+
+    def __init__(self, writer: JsonlWriter) -> None:
+        self.writer = writer
+
+    def divergence(self, event_dict: EventDict) -> bool:
+        """Queue one ``divergence`` record."""
+        return self.writer.write(event_dict)
+
+    def shadow_error(self, event_dict: EventDict) -> bool:
+        """Queue one ``shadow_error`` record."""
+        return self.writer.write(event_dict)
+
+    def shadow_drops(self, event_dict: EventDict) -> bool:
+        """Queue one ``shadow_drops`` record."""
+        return self.writer.write(event_dict)
+
+
+class DivergenceLogger(structlog.BoundLoggerBase):
+    """structlog bound logger with one method per divergence-log event."""
+
+    def divergence(self, **fields: Any) -> Any:
+        """Run the processor chain for a ``divergence`` event."""
+        return self._proxy_to_logger("divergence", "divergence", **fields)
+
+    def shadow_error(self, **fields: Any) -> Any:
+        """Run the processor chain for a ``shadow_error`` event."""
+        return self._proxy_to_logger("shadow_error", "shadow_error", **fields)
+
+    def shadow_drops(self, **fields: Any) -> Any:
+        """Run the processor chain for a ``shadow_drops`` event."""
+        return self._proxy_to_logger("shadow_drops", "shadow_drops", **fields)
+
+
+class DivergenceLog:
+    """The divergence log file (JSON lines, rotated) and its structlog logger.
+
+    Every method is non-blocking and never raises: it returns True when the
+    record was queued, False when it was dropped (writer queue full, closed,
+    or fields that cannot be logged, e.g. a field named ``event``). Drops and
+    I/O failures are counted in `stats`.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        rotate_mb: float = 100,
+        keep: int = 10,
+        sensitive_features: Iterable[str] = frozenset(),
+        replica: str | None = None,
+        queue_size: int = 100_000,
+        *,
+        flush_interval: float = 0.2,
+        writer: JsonlWriter | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.sensitive_features = frozenset(sensitive_features)
+        self.replica = replica
+        self.writer = writer or JsonlWriter(
+            self.path,
+            rotate_bytes=max(1, int(rotate_mb * MiB)),
+            keep=keep,
+            queue_size=queue_size,
+            flush_interval=flush_interval,
+        )
+        self.rejected = 0
+        self.logger: DivergenceLogger = structlog.wrap_logger(
+            JsonlSink(self.writer),
+            processors=[add_envelope, make_redactor(self.sensitive_features), to_writer_args],
+            wrapper_class=DivergenceLogger,
+            context_class=dict,
+            cache_logger_on_first_use=True,
+            replica=replica,
+        ).bind()
+
+    def divergence(self, **fields: Any) -> bool:
+        """Log one ``divergence`` record (fields as in the module doc)."""
+        try:
+            return bool(self.logger._proxy_to_logger("divergence", "divergence", **fields))
+        except Exception:
+            self.rejected += 1
+            return False
+
+    def shadow_error(self, **fields: Any) -> bool:
+        """Log one ``shadow_error`` record (``error`` = gRPC code name, ``message``)."""
+        try:
+            return bool(self.logger._proxy_to_logger("shadow_error", "shadow_error", **fields))
+        except Exception:
+            self.rejected += 1
+            return False
+
+    def drops(self, model: str, shadow_version: int, count: int, **fields: Any) -> bool:
+        """Log one ``shadow_drops`` summary: `count` requests not mirrored since the last one."""
+        try:
+            return bool(
+                self.logger.shadow_drops(
+                    model=model, shadow_version=shadow_version, count=count, **fields
+                )
+            )
+        except Exception:
+            self.rejected += 1
+            return False
+
+    def stats(self) -> dict[str, int]:
+        """The writer's counters plus ``rejected`` (calls whose fields could not be logged)."""
+        out = self.writer.stats()
+        out["rejected"] = self.rejected
+        return out
+
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Wait until every record logged so far is in the file (see `JsonlWriter.flush`)."""
+        return self.writer.flush(timeout)
+
+    def close(self, timeout: float | None = 10.0) -> bool:
+        """Write what is queued, fsync and close the file; idempotent."""
+        return self.writer.close(timeout)
+
+
+# ---------------------------------------------------------------------- field helpers
+
+
+def _is_string_dtype(dtype: np.dtype[Any]) -> bool:
+    return dtype.kind in "USO"
+
+
+def _as_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    if isinstance(value, np.generic):
+        return _as_bytes(value.item())
+    return str(value).encode("utf-8", "surrogatepass")
+
+
+def input_digest(features: Mapping[str, Any]) -> str:
+    """``"sha256:" + hex`` of a canonical serialisation of a request's input tensors.
+
+    Canonical: features sorted by name; for each, the UTF-8 name, the dtype
+    (numeric dtypes in little-endian form, e.g. ``<f4``; every string dtype,
+    ``U``/``S``/object, as ``string``), the shape, then the values: raw
+    little-endian C-order bytes for numbers, each element's UTF-8 bytes
+    (length-prefixed) for strings. Everything variable-length is
+    length-prefixed, so different inputs never serialise alike. Equal arrays
+    give equal digests whatever their memory layout or byte order, and ``str``
+    and ``bytes`` string values with the same UTF-8 bytes digest alike.
+    """
+    h = hashlib.sha256()
+    pack = struct.pack
+    for name in sorted(features):
+        arr = np.asarray(features[name])
+        raw_name = name.encode("utf-8", "surrogatepass")
+        h.update(pack("<Q", len(raw_name)))
+        h.update(raw_name)
+        if _is_string_dtype(arr.dtype):
+            dtype_tag = b"string"
+        else:
+            arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+            dtype_tag = arr.dtype.str.encode("ascii")
+        h.update(pack("<Q", len(dtype_tag)))
+        h.update(dtype_tag)
+        h.update(pack("<Q", arr.ndim))
+        h.update(pack(f"<{arr.ndim}q", *arr.shape))
+        if dtype_tag == b"string":
+            for value in arr.reshape(-1).tolist():
+                raw = _as_bytes(value)
+                h.update(pack("<Q", len(raw)))
+                h.update(raw)
+        else:
+            h.update(arr.tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+def _json_scalar(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def first_row_features(
+    features: Mapping[str, Any], sensitive: Iterable[str] = frozenset()
+) -> dict[str, Any]:
+    """The first row of each feature as JSON values; sensitive ones ``"<redacted>"``.
+
+    A feature of shape ``[batch]`` gives a scalar, ``[batch, ...]`` a flat list
+    of its first row's values (at most `MAX_LIST`, the first ones), a 0-d
+    array its scalar; a feature with no rows gives None. Bytes become UTF-8
+    text (invalid sequences replaced) and NaN/infinity None.
+    """
+    hidden = frozenset(sensitive)
+    out: dict[str, Any] = {}
+    for name, value in features.items():
+        if name in hidden:
+            out[name] = REDACTED
+            continue
+        arr = np.asarray(value)
+        if arr.ndim == 0:
+            out[name] = _json_scalar(arr[()])
+        elif arr.shape[0] == 0:
+            out[name] = None
+        elif arr.ndim == 1:
+            out[name] = _json_scalar(arr[0])
+        else:
+            row = arr[0].reshape(-1)[:MAX_LIST]
+            out[name] = [_json_scalar(v) for v in row.tolist()]
+    return out
+
+
+def mismatch_json(mismatch: Any) -> dict[str, Any]:
+    """Schema form of a `gateway.analysis.feature_checks.Mismatch` (or any object with
+    ``feature, kind, value, count, reference`` attributes):
+    ``{"feature", "kind", "value", "count", "reference"}`` with enum kinds as strings."""
+    kind = getattr(mismatch, "kind", None)
+    return {
+        "feature": mismatch.feature,
+        "kind": str(getattr(kind, "value", kind)),
+        "value": _json_scalar(getattr(mismatch, "value", None)),
+        "count": getattr(mismatch, "count", None),
+        "reference": getattr(mismatch, "reference", None),
+    }
+
+
+__all__ = [
+    "MAX_LIST",
+    "REDACTED",
+    "SCHEMA",
+    "DivergenceLog",
+    "DivergenceLogger",
+    "JsonlSink",
+    "add_envelope",
+    "first_row_features",
+    "input_digest",
+    "make_redactor",
+    "mismatch_json",
+    "to_writer_args",
+    "utc_timestamp",
+]

@@ -1,0 +1,1712 @@
+"""Side-by-side benchmark: the gateway against the naive baseline server, in one invocation.
+
+``python -m loadtest.bench [--quick] [--rounds N] [--workers N] [--json FILE] [--profile FILE]``
+
+1. builds a model repository in a temporary directory: ``models/demo/{1,2}`` (the same small
+   Keras classifier, two seeds) and ``models_mem/demo/{1,2,3}`` for the memory comparison;
+2. starts the baseline server (``loadtest.baseline_server``, serving version 1) and the
+   gateway (``--workers N``, ``tf_intra_op_threads: 1``, batching
+   ``{max_batch_size: 64, batch_timeout_micros: 0}``, version 1 only, no metrics port,
+   JSON logs to a file) as subprocesses on free loopback ports, plus a gateway with a 100 %
+   shadow of version 2 and one serving three versions; waits until each answers;
+3. measures, alternating baseline and gateway phases ``--rounds`` times (medians reported):
+   closed loop at concurrency 1 (p50), closed loop at saturation (64 clients over 2
+   generator processes: throughput, p99, server CPU per request), the shadow cost
+   (open loop at 50 % of the gateway's saturation throughput, shadow off vs on), resident
+   memory (VmRSS summed over the gateway's worker processes) with one and three loaded
+   versions, and the in-process floor (the SavedModel signature called directly, batch 1
+   and batch 64);
+4. prints a rich table (metric, baseline or reference, gateway, ratio, target, met) with
+   the machine and the date; ``--json FILE`` writes every number;
+5. ``--profile FILE`` adds a saturation phase with ``py-spy record`` attached to every
+   gateway worker and writes a Markdown summary of the top frames by self time.
+
+Every request is ``x: float32 [1, 4]`` without a version (each server answers with its
+default: version 1). Numbers from a shared 2-core machine are noisy: compare the ratios,
+which are measured side by side under the same noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import importlib.metadata
+import io
+import json
+import math
+import os
+import platform
+import re
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+
+from loadtest.loadgen import LoadgenError, LoadResult, LoadSpec, run_load
+
+__all__ = [
+    "BenchReport",
+    "BenchSettings",
+    "FloorResult",
+    "GatewayRejected",
+    "MemorySample",
+    "PhaseRun",
+    "Repository",
+    "Row",
+    "ServerProcess",
+    "build_parser",
+    "build_repository",
+    "build_rows",
+    "child_pids",
+    "cpu_seconds",
+    "gateway_config",
+    "machine_info",
+    "main",
+    "measure_floor",
+    "parse_metrics",
+    "render_table",
+    "rss_kib",
+    "run_bench",
+    "shadow_counters",
+    "start_baseline",
+    "start_gateway",
+    "summarize_profile",
+]
+
+MODEL = "demo"
+MAX_BATCH_SIZE = 64
+TARGET_C1_P50_RATIO = 1.15
+TARGET_THROUGHPUT_RATIO = 3.0
+TARGET_SHADOW_P99_RATIO = 1.10
+PROFILE_KEEP_MARKER = "<!-- analysis: text below this line is kept when the file is regenerated -->"
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_LISTENING = re.compile(r"listening on (\S+):(\d+)")
+_SAMPLE_INTERVAL_S = 0.25
+_STOP_TIMEOUT_S = 30.0
+
+Progress = Callable[[str], None]
+
+
+def _log_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------
+# Settings and results
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """Phase lengths and sizes. ``default()`` runs in about 6 minutes, ``quick()`` in 1-2."""
+
+    rounds: int = 2
+    workers: int = 2
+    warmup_s: float = 2.0
+    c1_duration_s: float = 10.0
+    sat_duration_s: float = 15.0
+    sat_concurrency: int = 64
+    sat_procs: int = 2
+    channels_per_proc: int = 8
+    shadow: bool = True
+    shadow_duration_s: float = 15.0
+    shadow_load_fraction: float = 0.5
+    memory_versions: bool = True
+    memory_warm_s: float = 2.0
+    floor_seconds: float = 2.0
+    profile_seconds: float = 0.0
+    startup_timeout_s: float = 180.0
+
+    @classmethod
+    def default(cls, workers: int = 2, rounds: int = 2) -> BenchSettings:
+        """The settings of ``make bench``."""
+        return cls(workers=workers, rounds=rounds)
+
+    @classmethod
+    def quick(cls, workers: int = 2, rounds: int = 1) -> BenchSettings:
+        """A smoke run of about a minute and a half (same phases, short)."""
+        return cls(
+            rounds=rounds,
+            workers=workers,
+            warmup_s=1.0,
+            c1_duration_s=3.0,
+            sat_duration_s=4.0,
+            shadow_duration_s=4.0,
+            memory_warm_s=1.0,
+            floor_seconds=0.5,
+        )
+
+
+@dataclass(frozen=True)
+class PhaseRun:
+    """One measured load run against one server."""
+
+    phase: str  # "c1", "saturation", "shadow_off", "shadow_on", "profile"
+    server: str  # "baseline", "gateway", "gateway_shadow"
+    round: int
+    mode: str
+    concurrency: int
+    rate: float | None
+    duration_s: float
+    sent: int
+    ok: int
+    errors: dict[str, int]
+    throughput_rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    p999_ms: float
+    max_ms: float
+    server_cores: float | None  # CPU cores the server used in steady state (all processes)
+    machine_cores: float | None  # CPU cores busy on the whole machine meanwhile
+    server_cpu_us_per_request: float | None
+    worker_cpu_share: list[float]  # share of the server's CPU per process (load spread)
+    counters: dict[str, float] = field(default_factory=dict)  # /metrics deltas (shadow)
+
+    @property
+    def error_count(self) -> int:
+        """Failed measured requests."""
+        return sum(self.errors.values())
+
+
+@dataclass(frozen=True)
+class MemorySample:
+    """Resident memory of one server: total and per process (KiB from VmRSS)."""
+
+    server: str
+    versions: int
+    total_kib: int
+    per_process_kib: list[int]
+
+    @property
+    def total_mib(self) -> float:
+        """Total resident memory in MiB."""
+        return self.total_kib / 1024.0
+
+
+@dataclass(frozen=True)
+class FloorResult:
+    """The SavedModel's serving signature called directly in this process."""
+
+    batch1_us_per_call: float
+    batch64_us_per_call: float
+    intra_op_threads: int | None
+
+    @property
+    def batch64_us_per_row(self) -> float:
+        """Cost of one row inside a 64-row call."""
+        return self.batch64_us_per_call / MAX_BATCH_SIZE
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the result table: ``ratio = gateway / baseline`` when both are numbers."""
+
+    key: str
+    metric: str
+    baseline: float | None
+    gateway: float | None
+    ratio: float | None
+    target: str
+    met: bool | None
+    note: str = ""
+
+
+@dataclass
+class BenchReport:
+    """Everything one benchmark run measured (``to_dict`` is the ``--json`` document)."""
+
+    machine: dict[str, Any]
+    settings: BenchSettings
+    runs: list[PhaseRun] = field(default_factory=list)
+    memory: list[MemorySample] = field(default_factory=list)
+    floor: FloorResult | None = None
+    shadow_status: str = "not run"
+    shadow_rate_rps: float | None = None
+    profile: dict[str, Any] | None = None
+    elapsed_s: float = 0.0
+
+    def runs_of(self, phase: str, server: str) -> list[PhaseRun]:
+        """The runs of one phase against one server, in order."""
+        return [r for r in self.runs if r.phase == phase and r.server == server]
+
+    def median(self, phase: str, server: str, metric: str) -> float | None:
+        """Median of ``metric`` (a ``PhaseRun`` attribute) over the rounds, or None."""
+        values = [getattr(r, metric) for r in self.runs_of(phase, server)]
+        values = [float(v) for v in values if v is not None]
+        return statistics.median(values) if values else None
+
+    def memory_of(self, server: str, versions: int) -> MemorySample | None:
+        """The memory sample of ``server`` with ``versions`` loaded versions."""
+        return next((m for m in self.memory if m.server == server and m.versions == versions), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible dict with every number (and the table rows)."""
+        return {
+            "machine": self.machine,
+            "settings": dataclasses.asdict(self.settings),
+            "rows": [dataclasses.asdict(r) for r in build_rows(self)],
+            "runs": [{**dataclasses.asdict(r), "error_count": r.error_count} for r in self.runs],
+            "memory": [{**dataclasses.asdict(m), "total_mib": m.total_mib} for m in self.memory],
+            "floor": (
+                {
+                    **dataclasses.asdict(self.floor),
+                    "batch64_us_per_row": self.floor.batch64_us_per_row,
+                }
+                if self.floor
+                else None
+            ),
+            "shadow_status": self.shadow_status,
+            "shadow_rate_rps": self.shadow_rate_rps,
+            "profile": self.profile,
+            "elapsed_s": self.elapsed_s,
+        }
+
+
+class GatewayRejected(RuntimeError):
+    """The gateway refused its config (exit code 2 and a one-line error)."""
+
+
+class ServerError(RuntimeError):
+    """A server did not start or did not become ready."""
+
+
+# --------------------------------------------------------------------------------------
+# Machine, processes, memory, CPU
+# --------------------------------------------------------------------------------------
+
+
+def _version_of(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, kernel, Python/TensorFlow/grpcio versions, load average and date."""
+    cpu = platform.processor() or "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count() or 0
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "tensorflow": _version_of("tensorflow"),
+        "grpcio": _version_of("grpcio"),
+        "loadavg_at_start": list(os.getloadavg()),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from ``/proc/*/stat``), sorted."""
+    children: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 1 and int(fields[1]) == pid:
+            children.append(int(entry.name))
+    return sorted(children)
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size (``VmRSS``) of ``pid`` in KiB; 0 when the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds consumed so far by ``pid`` (all its threads)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _free_port_block(count: int) -> int:
+    """A port P with P .. P+count-1 all free on loopback (per-worker metrics ports)."""
+    for _ in range(200):
+        base = _free_port()
+        if base + count > 65535:
+            continue
+        ok = True
+        for port in range(base + 1, base + count):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise ServerError(f"no block of {count} free loopback ports found")
+
+
+class ServerProcess:
+    """A server subprocess: its target, its serving processes, memory, CPU, shutdown."""
+
+    def __init__(
+        self,
+        name: str,
+        proc: subprocess.Popen[bytes],
+        workdir: Path,
+        *,
+        workers: int = 1,
+        log_file: Path | None = None,
+        stderr_file: Path | None = None,
+        metrics_ports: Sequence[int] = (),
+    ) -> None:
+        self.name = name
+        self.proc = proc
+        self.workdir = workdir
+        self.workers = workers
+        self.log_file = log_file
+        self.stderr_file = stderr_file
+        self.metrics_ports = list(metrics_ports)
+        self.target = ""
+
+    @property
+    def supervised(self) -> bool:
+        """True when the process is a supervisor whose children serve (gateway ``--workers``)."""
+        return self.workers > 1
+
+    def serving_pids(self) -> list[int]:
+        """The processes that serve requests: the supervisor's children, or the process."""
+        if self.supervised:
+            return child_pids(self.proc.pid)
+        return [self.proc.pid]
+
+    def memory(self, versions: int) -> MemorySample:
+        """VmRSS of every serving process, summed."""
+        per = [rss_kib(pid) for pid in self.serving_pids()]
+        return MemorySample(self.name, versions, sum(per), per)
+
+    def stderr_tail(self, lines: int = 5) -> str:
+        """The last lines the server wrote to stderr (for error messages)."""
+        if self.stderr_file is None or not self.stderr_file.exists():
+            return ""
+        text = self.stderr_file.read_text(errors="replace").strip().splitlines()
+        return "\n".join(text[-lines:])
+
+    def stop(self, timeout: float = _STOP_TIMEOUT_S) -> int | None:
+        """SIGTERM (forwarded to workers by the supervisor), then SIGKILL after ``timeout``."""
+        if self.proc.poll() is not None:
+            return self.proc.returncode
+        children = self.serving_pids() if self.supervised else []
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            for pid in children:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            self.proc.kill()
+            return self.proc.wait(10)
+
+
+def _first_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
+    """The first stdout line of ``proc`` ('' when it exits first); then keeps draining."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while b"\n" not in buf:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ServerError(f"no output within {timeout:g}s")
+        ready, _, _ = select.select([fd], [], [], min(remaining, 0.5))
+        if ready:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            buf += chunk
+        elif proc.poll() is not None:
+            break
+    stream = proc.stdout
+
+    def drain() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            while os.read(fd, 65536):
+                pass
+        with contextlib.suppress(OSError):
+            stream.close()
+
+    threading.Thread(target=drain, daemon=True).start()
+    return buf.split(b"\n", 1)[0].decode(errors="replace").strip()
+
+
+def _popen(argv: Sequence[str], workdir: Path, name: str) -> tuple[subprocess.Popen[bytes], Path]:
+    stderr_file = workdir / f"{name}.stderr"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    with stderr_file.open("wb") as err:
+        proc = subprocess.Popen(
+            list(argv), stdout=subprocess.PIPE, stderr=err, cwd=workdir, env=env
+        )
+    return proc, stderr_file
+
+
+def start_baseline(model_dir: Path, workdir: Path, name: str = "baseline") -> ServerProcess:
+    """Launch ``loadtest.baseline_server`` on a free port (call ``connect`` to wait for it)."""
+    argv = [
+        sys.executable,
+        "-m",
+        "loadtest.baseline_server",
+        "--model-dir",
+        str(model_dir),
+        "--model-name",
+        MODEL,
+        "--version",
+        "1",
+        "--port",
+        "0",
+    ]
+    proc, stderr_file = _popen(argv, workdir, name)
+    return ServerProcess(name, proc, workdir, stderr_file=stderr_file)
+
+
+def gateway_config(
+    base_path: Path,
+    log_file: Path,
+    *,
+    workers: int,
+    version_policy: Mapping[str, Any] | None = None,
+    metrics_port: int | None = None,
+    model_extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The benchmark gateway config: loopback, ``tf_intra_op_threads: 1``, batching
+    ``{max_batch_size: 64, batch_timeout_micros: 0}``, JSON logs to ``log_file``."""
+    model: dict[str, Any] = {
+        "name": MODEL,
+        "base_path": str(base_path),
+        "version_policy": dict(version_policy or {"specific": [1]}),
+        "batching": {"max_batch_size": MAX_BATCH_SIZE, "batch_timeout_micros": 0},
+    }
+    model.update(model_extra or {})
+    return {
+        "server": {
+            "host": "127.0.0.1",
+            "port": 0,
+            "metrics_port": metrics_port,
+            "workers": workers,
+            "tf_intra_op_threads": 1,
+        },
+        "logging": {"level": "info", "format": "json", "file": str(log_file)},
+        "models": [model],
+    }
+
+
+def start_gateway(
+    name: str, config: Mapping[str, Any], workdir: Path, workers: int
+) -> ServerProcess:
+    """Write ``config`` to ``<workdir>/<name>.yaml`` and launch ``gateway serve`` on it."""
+    config_path = workdir / f"{name}.yaml"
+    config_path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
+    argv = [
+        sys.executable,
+        "-m",
+        "gateway",
+        "serve",
+        "--config",
+        str(config_path),
+        "--port",
+        "0",
+        "--workers",
+        str(workers),
+    ]
+    proc, stderr_file = _popen(argv, workdir, name)
+    server_cfg = config.get("server", {})
+    metrics_port = server_cfg.get("metrics_port")
+    ports = [metrics_port + i for i in range(workers)] if metrics_port else []
+    log_file = Path(config["logging"]["file"])
+    return ServerProcess(
+        name,
+        proc,
+        workdir,
+        workers=workers,
+        log_file=log_file,
+        stderr_file=stderr_file,
+        metrics_ports=ports,
+    )
+
+
+def _read_target(server: ServerProcess, timeout: float) -> None:
+    line = _first_line(server.proc, timeout)
+    match = _LISTENING.search(line)
+    if match is None:
+        try:
+            code = server.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            code = None
+        tail = server.stderr_tail(1)
+        if code == 2 and server.log_file is not None:  # gateway: config rejected
+            raise GatewayRejected(tail or "config rejected")
+        raise ServerError(
+            f"{server.name}: expected 'listening on HOST:PORT', got {line!r} "
+            f"(exit code {code}): {server.stderr_tail()}"
+        )
+    host = match.group(1)
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "[::]") else host
+    server.target = f"{host}:{match.group(2)}"
+
+
+def _available_versions(log_file: Path) -> tuple[set[tuple[int, int]], list[str]]:
+    """(worker, version) pairs logged as ``version_available`` for MODEL; failures."""
+    available: set[tuple[int, int]] = set()
+    failures: list[str] = []
+    if not log_file.exists():
+        return available, failures
+    for line in log_file.read_text(errors="replace").splitlines():
+        if '"version_' not in line:
+            continue
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if event.get("model") != MODEL:
+            continue
+        if event.get("event") == "version_available":
+            available.add((int(event.get("worker", 0)), int(event["version"])))
+        elif event.get("event") == "version_failed":
+            failures.append(f"version {event.get('version')}: {event.get('reason')}")
+    return available, failures
+
+
+def _predict_ok(target: str, timeout: float = 5.0) -> bool:
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    from loadtest.loadgen import build_request
+
+    request = build_request(LoadSpec(target=target, model=MODEL))
+    with grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+        try:
+            stub.Predict(request, timeout=timeout)
+        except grpc.RpcError:
+            return False
+    return True
+
+
+def wait_ready(server: ServerProcess, versions: int, timeout: float) -> None:
+    """Block until ``server`` answers Predict; a gateway also until every worker logged
+    ``version_available`` for ``versions`` versions. Raises ``GatewayRejected`` (exit code 2)
+    or ``ServerError``."""
+    deadline = time.monotonic() + timeout
+    if not server.target:
+        _read_target(server, timeout)
+    while True:
+        code = server.proc.poll()
+        if code is not None:
+            if code == 2 and server.log_file is not None:
+                raise GatewayRejected(server.stderr_tail(1) or "config rejected")
+            raise ServerError(f"{server.name} exited with {code}: {server.stderr_tail()}")
+        ready = True
+        if server.log_file is not None:
+            available, failures = _available_versions(server.log_file)
+            if failures:
+                raise ServerError(f"{server.name}: {failures[0]}")
+            ready = len(available) >= versions * server.workers
+        if ready and _predict_ok(server.target):
+            return
+        if time.monotonic() > deadline:
+            raise ServerError(f"{server.name} not ready after {timeout:g}s")
+        time.sleep(0.2)
+
+
+# --------------------------------------------------------------------------------------
+# Model repository and in-process floor
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Repository:
+    """The benchmark's model directories."""
+
+    root: Path
+    base_path: Path  # models/demo with versions 1 and 2
+    memory_base_path: Path  # models_mem/demo with versions 1, 2 and 3
+
+    def version_dir(self, version: int) -> Path:
+        """``models/demo/<version>``."""
+        return self.base_path / str(version)
+
+
+def build_repository(root: Path, memory_versions: bool = True) -> Repository:
+    """Build ``<root>/models/demo/{1,2}`` (Keras classifier, seeds 1 and 2) and, with
+    ``memory_versions``, ``<root>/models_mem/demo/{1,2,3}`` (adds seed 3)."""
+    from gateway.samples import build_keras_classifier
+
+    base = root / "models" / MODEL
+    mem = root / "models_mem" / MODEL
+    base.mkdir(parents=True, exist_ok=True)
+    for version in (1, 2):
+        if not (base / str(version) / "saved_model.pb").exists():
+            build_keras_classifier(base / str(version), seed=version)
+    if memory_versions:
+        mem.mkdir(parents=True, exist_ok=True)
+        for version in (1, 2):
+            if not (mem / str(version)).exists():
+                shutil.copytree(base / str(version), mem / str(version))
+        if not (mem / "3" / "saved_model.pb").exists():
+            build_keras_classifier(mem / "3", seed=3)
+    return Repository(root, base, mem)
+
+
+def _time_calls(fn: Callable[[], Any], seconds: float) -> float:
+    """Median seconds per call over 5 slices of ``seconds / 5`` (after 20 warm-up calls)."""
+    for _ in range(20):
+        fn()
+    per_call: list[float] = []
+    slice_s = max(seconds / 5.0, 0.02)
+    for _ in range(5):
+        n = 0
+        start = time.perf_counter()
+        end = start + slice_s
+        now = start
+        while now < end:
+            fn()
+            n += 1
+            now = time.perf_counter()
+        per_call.append((now - start) / n)
+    return statistics.median(per_call)
+
+
+def measure_floor(model_dir: Path, seconds: float = 2.0) -> FloorResult:
+    """Call the SavedModel's ``serving_default`` in this process the way the gateway's
+    model call does (``tf.constant`` in, ``.numpy()`` out), batch 1 and batch 64."""
+    import numpy as np
+    import tensorflow as tf
+
+    threads: int | None = None
+    with contextlib.suppress(RuntimeError):
+        tf.config.threading.set_intra_op_parallelism_threads(1)  # as the gateway's workers
+    threads = tf.config.threading.get_intra_op_parallelism_threads() or None
+    model = tf.saved_model.load(str(model_dir))
+    fn = model.signatures["serving_default"]
+    rng = np.random.default_rng(0)
+    x1 = rng.standard_normal((1, 4)).astype(np.float32)
+    x64 = rng.standard_normal((MAX_BATCH_SIZE, 4)).astype(np.float32)
+
+    def call(x: Any) -> Callable[[], Any]:
+        def run() -> Any:
+            out = fn(x=tf.constant(x))
+            return {k: v.numpy() for k, v in out.items()}
+
+        return run
+
+    batch1 = _time_calls(call(x1), seconds / 2)
+    batch64 = _time_calls(call(x64), seconds / 2)
+    return FloorResult(batch1 * 1e6, batch64 * 1e6, threads)
+
+
+# --------------------------------------------------------------------------------------
+# Metrics (the shadow gateway's /metrics)
+# --------------------------------------------------------------------------------------
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text exposition -> ``{'name{labels}': value}`` (comments skipped)."""
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.rpartition(" ")
+        with contextlib.suppress(ValueError):
+            samples[key.strip()] = samples.get(key.strip(), 0.0) + float(value)
+    return samples
+
+
+def _scrape(ports: Sequence[int]) -> dict[str, float]:
+    """Samples summed over the given /metrics ports (one per gateway worker)."""
+    total: dict[str, float] = {}
+    for port in ports:
+        try:
+            url = f"http://127.0.0.1:{port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                text = reply.read().decode()
+        except OSError:
+            continue
+        for key, value in parse_metrics(text).items():
+            total[key] = total.get(key, 0.0) + value
+    return total
+
+
+def shadow_counters(samples: Mapping[str, float]) -> dict[str, float]:
+    """Samples whose metric name contains ``shadow``, summed over labels, by name
+    (``_created``, ``_bucket`` and ``_sum`` series left out)."""
+    out: dict[str, float] = {}
+    for key, value in samples.items():
+        name = key.split("{", 1)[0]
+        if "shadow" not in name or name.endswith(("_created", "_bucket", "_sum")):
+            continue
+        out[name] = out.get(name, 0.0) + value
+    return out
+
+
+def _dropped(counters: Mapping[str, float]) -> float | None:
+    values = [v for k, v in counters.items() if "dropped" in k]
+    return sum(values) if values else None
+
+
+# --------------------------------------------------------------------------------------
+# Load phases
+# --------------------------------------------------------------------------------------
+
+
+def machine_busy() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine from ``/proc/stat`` (all CPUs)."""
+    try:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return 0, 0
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return sum(values) - idle, sum(values)
+
+
+class _CpuSampler:
+    """Samples the CPU seconds of a server's processes (and the machine's busy time)
+    every 0.25 s in a thread."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self.pids = server.serving_pids()
+        self.samples: list[tuple[float, list[float], tuple[int, int]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _take(self) -> None:
+        cpu = [cpu_seconds(p) for p in self.pids]
+        self.samples.append((time.monotonic(), cpu, machine_busy()))
+
+    def _run(self) -> None:
+        while not self._stop.wait(_SAMPLE_INTERVAL_S):
+            self._take()
+
+    def __enter__(self) -> _CpuSampler:
+        self._take()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._take()
+
+    def window(self, start: float, end: float) -> tuple[float, list[float], float] | None:
+        """(seconds, CPU seconds per process, machine cores busy) between the first and
+        last samples inside ``[start, end]`` (all samples when fewer than two are inside)."""
+        inside = [s for s in self.samples if start <= s[0] <= end]
+        if len(inside) < 2:
+            inside = self.samples
+        if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+            return None
+        (t0, c0, m0), (t1, c1, m1) = inside[0], inside[-1]
+        total = m1[1] - m0[1]
+        machine = (m1[0] - m0[0]) / total * (os.cpu_count() or 1) if total > 0 else math.nan
+        return t1 - t0, [b - a for a, b in zip(c0, c1, strict=True)], machine
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Path) -> Iterator[None]:
+    """Point file descriptor 2 at ``path`` (TensorFlow's start-up lines from the
+    generator's spawned processes land there instead of the terminal)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(fd, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(fd)
+
+
+def run_phase(
+    phase: str,
+    server: ServerProcess,
+    spec: LoadSpec,
+    round_index: int,
+    *,
+    scrape: bool = False,
+) -> PhaseRun:
+    """Run one load against ``server``; adds the server's CPU use in steady state (and the
+    machine's) and, with ``scrape``, the deltas of its shadow metrics."""
+    before = shadow_counters(_scrape(server.metrics_ports)) if scrape else {}
+    with _CpuSampler(server) as sampler, _stderr_to(server.workdir / "loadgen.stderr"):
+        result: LoadResult = run_load(dataclasses.replace(spec, target=server.target))
+        returned = time.monotonic()
+    counters: dict[str, float] = {}
+    if scrape:
+        after = shadow_counters(_scrape(server.metrics_ports))
+        counters = {k: after[k] - before.get(k, 0.0) for k in after}
+    # steady state: the measured window minus a margin at both ends
+    margin = 1.0 if result.duration_s >= 4.0 else 0.0
+    window = sampler.window(returned - result.duration_s + margin, returned - margin)
+    cores: float | None = None
+    machine: float | None = None
+    per_request: float | None = None
+    share: list[float] = []
+    if window is not None:
+        seconds, used, machine = window
+        total = sum(used)
+        cores = total / seconds
+        if result.throughput_rps > 0:
+            per_request = cores / result.throughput_rps * 1e6
+        share = [u / total if total > 0 else 0.0 for u in used]
+    lat = result.latency
+    return PhaseRun(
+        phase=phase,
+        server=server.name,
+        round=round_index,
+        mode=spec.mode,
+        concurrency=spec.concurrency,
+        rate=spec.rate,
+        duration_s=result.duration_s,
+        sent=result.sent,
+        ok=result.ok,
+        errors=dict(result.errors),
+        throughput_rps=result.throughput_rps,
+        p50_ms=lat.p50_ms,
+        p90_ms=lat.p90_ms,
+        p99_ms=lat.p99_ms,
+        p999_ms=lat.p999_ms,
+        max_ms=lat.max_ms,
+        server_cores=cores,
+        machine_cores=machine,
+        server_cpu_us_per_request=per_request,
+        worker_cpu_share=share,
+        counters=counters,
+    )
+
+
+def _describe(run: PhaseRun) -> str:
+    errors = f", errors {run.errors}" if run.errors else ""
+    cpu = f", server {run.server_cores:.2f} cores" if run.server_cores is not None else ""
+    spread = (
+        " (spread " + "/".join(f"{s:.0%}" for s in run.worker_cpu_share) + ")"
+        if len(run.worker_cpu_share) > 1
+        else ""
+    )
+    extra = ""
+    if run.counters:
+        extra = ", " + ", ".join(f"{k}={v:g}" for k, v in sorted(run.counters.items()))
+    return (
+        f"round {run.round} {run.phase:<10} {run.server:<15} {run.throughput_rps:8.0f} req/s  "
+        f"p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:7.2f} ms{errors}{cpu}{spread}{extra}"
+    )
+
+
+def _c1_spec(settings: BenchSettings) -> LoadSpec:
+    return LoadSpec(
+        model=MODEL,
+        concurrency=1,
+        duration=settings.c1_duration_s,
+        warmup=settings.warmup_s,
+        procs=1,
+        channels=1,
+    )
+
+
+def _sat_spec(settings: BenchSettings, duration: float | None = None) -> LoadSpec:
+    return LoadSpec(
+        model=MODEL,
+        concurrency=settings.sat_concurrency,
+        duration=duration or settings.sat_duration_s,
+        warmup=settings.warmup_s,
+        procs=settings.sat_procs,
+        channels=settings.channels_per_proc,
+    )
+
+
+def _open_spec(settings: BenchSettings, rate: float) -> LoadSpec:
+    return LoadSpec(
+        model=MODEL,
+        mode="open",
+        rate=rate,
+        duration=settings.shadow_duration_s,
+        warmup=settings.warmup_s,
+        procs=settings.sat_procs,
+        channels=settings.channels_per_proc,
+    )
+
+
+def _warm_memory(server: ServerProcess, settings: BenchSettings) -> None:
+    """A short closed-loop burst (several connections, so every worker gets traffic)."""
+    spec = LoadSpec(
+        target=server.target,
+        model=MODEL,
+        concurrency=8,
+        duration=settings.memory_warm_s,
+        procs=1,
+        channels=8,
+    )
+    run_load(spec)
+
+
+# --------------------------------------------------------------------------------------
+# Profile
+# --------------------------------------------------------------------------------------
+
+
+def _py_spy() -> str | None:
+    found = shutil.which("py-spy")
+    if found:
+        return found
+    local = Path(sys.executable).parent / "py-spy"
+    return str(local) if local.exists() else None
+
+
+_FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
+_COMPONENTS: tuple[tuple[str, str], ...] = (
+    ("gateway/transport", "gateway transport (proto <-> numpy, RPC wrapper)"),
+    ("gateway/serving", "gateway serving (predictor, batcher)"),
+    ("gateway/sinks", "gateway metrics/logging"),
+    ("gateway/", "gateway (other)"),
+    ("tensorflow", "TensorFlow (model call, eager runtime)"),
+    ("keras", "TensorFlow (model call, eager runtime)"),
+    ("grpc", "gRPC Python (cygrpc, aio server)"),
+    ("google/protobuf", "protobuf"),
+    ("numpy", "numpy"),
+    ("structlog", "structlog"),
+    ("prometheus_client", "prometheus_client"),
+    ("asyncio", "asyncio event loop"),
+    ("concurrent/futures", "thread pool"),
+    ("threading.py", "thread pool"),
+    ("queue.py", "thread pool"),
+    ("selectors.py", "asyncio event loop"),
+)
+
+
+def _component(file: str) -> str:
+    path = file.replace("\\", "/")
+    for needle, name in _COMPONENTS:
+        if needle in path:
+            return name
+    return "other (stdlib, interpreter)"
+
+
+def summarize_profile(raw: str, top: int = 20) -> dict[str, Any]:
+    """Aggregate py-spy ``--format raw`` output (``frame;frame;... count`` lines):
+    top frames by self time, self and inclusive time per component."""
+    total = 0
+    self_frames: Counter[str] = Counter()
+    self_components: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    for line in raw.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        total += count
+        leaf = frames[-1]
+        match = _FRAME.match(leaf)
+        func, file = (match.group("func"), match.group("file")) if match else (leaf, "")
+        self_frames[f"{func} ({file})"] += count
+        self_components[_component(file)] += count
+        seen: set[str] = set()
+        for frame in frames:
+            m = _FRAME.match(frame)
+            seen.add(_component(m.group("file")) if m else "other (stdlib, interpreter)")
+        for name in seen:
+            inclusive[name] += count
+
+    def share(n: int) -> float:
+        return n / total if total else 0.0
+
+    return {
+        "samples": total,
+        "top_self": [
+            {"frame": f, "samples": n, "share": share(n)} for f, n in self_frames.most_common(top)
+        ],
+        "self_by_component": [
+            {"component": c, "samples": n, "share": share(n)}
+            for c, n in self_components.most_common()
+        ],
+        "inclusive_by_component": [
+            {"component": c, "samples": n, "share": share(n)} for c, n in inclusive.most_common()
+        ],
+    }
+
+
+def profile_gateway(
+    server: ServerProcess,
+    settings: BenchSettings,
+    workdir: Path,
+    progress: Progress,
+) -> dict[str, Any] | None:
+    """Saturate ``server`` while ``py-spy record`` samples every worker; returns the
+    summary (``summarize_profile``) plus the command and the load result, or None."""
+    exe = _py_spy()
+    if exe is None:
+        progress("profile: py-spy not installed (pip install py-spy); skipped")
+        return None
+    seconds = settings.profile_seconds
+    # py-spy runs through generator start-up (idle samples are not recorded) and warm-up
+    record_s = math.ceil(seconds + settings.warmup_s + 8)
+    spies: list[tuple[subprocess.Popen[bytes], Path]] = []
+    command = ""
+    for pid in server.serving_pids():
+        out = workdir / f"profile-{pid}.txt"
+        argv = [
+            exe,
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "100",
+            "--duration",
+            str(record_s),
+            "--format",
+            "raw",
+            "--nonblocking",
+            "--output",
+            str(out),
+        ]
+        command = " ".join(["py-spy", *argv[1:]]).replace(str(workdir), "<tmp>")
+        spies.append(
+            (subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), out)
+        )
+    run = run_phase("profile", server, _sat_spec(settings, seconds), 0)
+    progress(_describe(run))
+    raw = []
+    for spy, out in spies:
+        try:
+            _, err = spy.communicate(timeout=record_s + 30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            _, err = spy.communicate()
+        if spy.returncode != 0 or not out.exists():
+            progress(f"profile: py-spy failed ({spy.returncode}): {err.decode().strip()[-300:]}")
+            continue
+        raw.append(out.read_text())
+    if not raw:
+        return None
+    summary = summarize_profile("\n".join(raw))
+    summary["command"] = command
+    summary["processes"] = len(raw)
+    summary["load"] = dataclasses.asdict(run)
+    return summary
+
+
+def render_profile_markdown(report: BenchReport, previous: str = "") -> str:
+    """PROFILE.md text for ``report.profile``; keeps what follows PROFILE_KEEP_MARKER in
+    ``previous`` (the hand-written analysis)."""
+    prof = report.profile or {}
+    m = report.machine
+    load = prof.get("load", {})
+    lines = [
+        "# Gateway profile at saturation",
+        "",
+        f"Generated by `python -m loadtest.bench --profile loadtest/PROFILE.md` on {m['date']}",
+        f"({m['cpu']}, {m['usable_cores']} usable cores, Python {m['python']}, "
+        f"TensorFlow {m['tensorflow']}, grpcio {m['grpcio']}).",
+        "",
+        f"Gateway: {report.settings.workers} workers, `tf_intra_op_threads: 1`, batching "
+        f"`{{max_batch_size: {MAX_BATCH_SIZE}, batch_timeout_micros: 0}}`. Load: closed loop, "
+        f"{report.settings.sat_concurrency} clients over {report.settings.sat_procs} generator "
+        f"processes on the same machine, `x: float32 [1, 4]`: "
+        f"{load.get('throughput_rps', 0.0):.0f} req/s, p99 {load.get('p99_ms', 0.0):.1f} ms, "
+        f"gateway CPU {load.get('server_cores') or 0.0:.2f} cores.",
+        "",
+        "Sampler, attached to each worker process while the load ran (idle threads are not "
+        "sampled):",
+        "",
+        f"    {prof.get('command', '')}",
+        "",
+        f"{prof.get('samples', 0)} samples over {prof.get('processes', 0)} worker processes.",
+        "",
+        "## Self time by component",
+        "",
+        "| component | self | inclusive |",
+        "|---|---:|---:|",
+    ]
+    inclusive = {c["component"]: c["share"] for c in prof.get("inclusive_by_component", [])}
+    for comp in prof.get("self_by_component", []):
+        name = comp["component"]
+        lines.append(f"| {name} | {comp['share']:.1%} | {inclusive.get(name, 0.0):.1%} |")
+    lines += [
+        "",
+        "## Top frames by self time",
+        "",
+        "| # | self | frame |",
+        "|---:|---:|---|",
+    ]
+    for i, frame in enumerate(prof.get("top_self", []), 1):
+        lines.append(f"| {i} | {frame['share']:.1%} | `{frame['frame']}` |")
+    lines += ["", PROFILE_KEEP_MARKER]
+    kept = previous.split(PROFILE_KEEP_MARKER, 1)[1] if PROFILE_KEEP_MARKER in previous else "\n"
+    return "\n".join(lines) + kept
+
+
+# --------------------------------------------------------------------------------------
+# The benchmark
+# --------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _servers() -> Iterator[list[ServerProcess]]:
+    started: list[ServerProcess] = []
+    try:
+        yield started
+    finally:
+        for server in reversed(started):
+            with contextlib.suppress(Exception):
+                server.stop()
+
+
+def run_bench(
+    settings: BenchSettings,
+    workdir: Path,
+    *,
+    progress: Progress = _log_stderr,
+    repository: Repository | None = None,
+) -> BenchReport:
+    """Run every phase (see the module docstring) in ``workdir`` and return the report."""
+    started_at = time.monotonic()
+    report = BenchReport(machine=machine_info(), settings=settings)
+    workdir.mkdir(parents=True, exist_ok=True)
+    progress(f"building models in {workdir}")
+    repo = repository or build_repository(workdir, memory_versions=settings.memory_versions)
+    logs = workdir / "logs"
+    logs.mkdir(exist_ok=True)
+    workers = settings.workers
+
+    with _servers() as servers:
+        baseline = start_baseline(repo.version_dir(1), workdir)
+        servers.append(baseline)
+        gateway = start_gateway(
+            "gateway",
+            gateway_config(repo.base_path, logs / "gateway.log", workers=workers),
+            workdir,
+            workers,
+        )
+        servers.append(gateway)
+        memgw: ServerProcess | None = None
+        if settings.memory_versions:
+            memgw = start_gateway(
+                "gateway_3_versions",
+                gateway_config(
+                    repo.memory_base_path,
+                    logs / "gateway_3_versions.log",
+                    workers=workers,
+                    version_policy={"all": {}},
+                ),
+                workdir,
+                workers,
+            )
+            servers.append(memgw)
+        progress("starting baseline and gateway(s)")
+        wait_ready(baseline, 1, settings.startup_timeout_s)
+        wait_ready(gateway, 1, settings.startup_timeout_s)
+        progress(f"baseline on {baseline.target}, gateway on {gateway.target} ({workers} workers)")
+
+        # memory: after the same short burst of traffic on each server
+        for server, versions in ((baseline, 1), (gateway, 1)):
+            _warm_memory(server, settings)
+            report.memory.append(server.memory(versions))
+        if memgw is not None:
+            wait_ready(memgw, 3, settings.startup_timeout_s)
+            _warm_memory(memgw, settings)
+            report.memory.append(memgw.memory(3))
+            memgw.stop()
+            servers.remove(memgw)
+        for sample in report.memory:
+            per = ", ".join(f"{k / 1024:.0f}" for k in sample.per_process_kib)
+            progress(
+                f"memory {sample.server} ({sample.versions} version(s)): "
+                f"{sample.total_mib:.0f} MiB [{per}]"
+            )
+
+        # alternating baseline / gateway phases
+        for r in range(1, settings.rounds + 1):
+            for phase, spec in (("c1", _c1_spec(settings)), ("saturation", _sat_spec(settings))):
+                for server in (baseline, gateway):
+                    run = run_phase(phase, server, spec, r)
+                    report.runs.append(run)
+                    progress(_describe(run))
+
+        if settings.shadow:
+            _shadow_phases(report, settings, repo, workdir, gateway, servers, progress)
+
+        if settings.profile_seconds > 0:
+            report.profile = profile_gateway(gateway, settings, workdir, progress)
+
+        after = gateway.memory(1)
+        report.memory.append(dataclasses.replace(after, server="gateway_after_runs"))
+
+    progress("measuring the in-process floor")
+    report.floor = measure_floor(repo.version_dir(1), settings.floor_seconds)
+    report.elapsed_s = time.monotonic() - started_at
+    return report
+
+
+def _shadow_phases(
+    report: BenchReport,
+    settings: BenchSettings,
+    repo: Repository,
+    workdir: Path,
+    gateway: ServerProcess,
+    servers: list[ServerProcess],
+    progress: Progress,
+) -> None:
+    saturation = report.median("saturation", "gateway", "throughput_rps")
+    if not saturation:
+        report.shadow_status = "skipped: no gateway saturation throughput"
+        return
+    metrics_port = _free_port_block(settings.workers)
+    config = gateway_config(
+        repo.base_path,
+        workdir / "logs" / "gateway_shadow.log",
+        workers=settings.workers,
+        version_policy={"all": {}},
+        metrics_port=metrics_port,
+        model_extra={"primary": 1, "shadows": [{"version": 2, "sample_rate": 1.0}]},
+    )
+    shadow = start_gateway("gateway_shadow", config, workdir, settings.workers)
+    servers.append(shadow)
+    try:
+        wait_ready(shadow, 2, settings.startup_timeout_s)
+    except GatewayRejected as exc:
+        progress("shadow: not supported by this gateway build")
+        progress(f"  ({exc})")
+        report.shadow_status = f"not supported by this gateway build: {exc}"
+        servers.remove(shadow)
+        return
+    rate = round(saturation * settings.shadow_load_fraction, 1)
+    report.shadow_rate_rps = rate
+    progress(f"shadow phases: open loop at {rate:.0f} req/s (shadow off vs on)")
+    spec = _open_spec(settings, rate)
+    for r in range(1, settings.rounds + 1):
+        off = run_phase("shadow_off", gateway, spec, r)
+        report.runs.append(off)
+        progress(_describe(off))
+        on = run_phase("shadow_on", shadow, spec, r, scrape=True)
+        report.runs.append(on)
+        progress(_describe(on))
+    report.shadow_status = "measured"
+    shadow.stop()
+    servers.remove(shadow)
+
+
+# --------------------------------------------------------------------------------------
+# Table
+# --------------------------------------------------------------------------------------
+
+
+def _ratio(value: float | None, reference: float | None) -> float | None:
+    if value is None or reference is None or reference == 0:
+        return None
+    return value / reference
+
+
+def build_rows(report: BenchReport) -> list[Row]:
+    """The table rows (medians over the rounds; ratio = gateway / baseline-or-reference)."""
+    rows: list[Row] = []
+    med = report.median
+
+    b, g = med("c1", "baseline", "p50_ms"), med("c1", "gateway", "p50_ms")
+    ratio = _ratio(g, b)
+    rows.append(
+        Row(
+            "c1_p50_ms",
+            "c=1 p50 latency, ms",
+            b,
+            g,
+            ratio,
+            f"ratio <= {TARGET_C1_P50_RATIO}",
+            None if ratio is None else ratio <= TARGET_C1_P50_RATIO,
+        )
+    )
+    b, g = med("c1", "baseline", "p99_ms"), med("c1", "gateway", "p99_ms")
+    rows.append(Row("c1_p99_ms", "c=1 p99 latency, ms", b, g, _ratio(g, b), "", None))
+
+    c = report.settings.sat_concurrency
+    b, g = (
+        med("saturation", "baseline", "throughput_rps"),
+        med("saturation", "gateway", "throughput_rps"),
+    )
+    ratio = _ratio(g, b)
+    rows.append(
+        Row(
+            "sat_throughput_rps",
+            f"saturation throughput (c={c}), req/s",
+            b,
+            g,
+            ratio,
+            f"ratio >= {TARGET_THROUGHPUT_RATIO:g}",
+            None if ratio is None else ratio >= TARGET_THROUGHPUT_RATIO,
+        )
+    )
+    b, g = med("saturation", "baseline", "p99_ms"), med("saturation", "gateway", "p99_ms")
+    rows.append(
+        Row(
+            "sat_p99_ms",
+            f"saturation p99 (c={c}), ms",
+            b,
+            g,
+            _ratio(g, b),
+            "gateway <= baseline",
+            None if b is None or g is None else g <= b,
+        )
+    )
+    b, g = med("saturation", "baseline", "p50_ms"), med("saturation", "gateway", "p50_ms")
+    rows.append(Row("sat_p50_ms", f"saturation p50 (c={c}), ms", b, g, _ratio(g, b), "", None))
+    b, g = med("saturation", "baseline", "error_count"), med("saturation", "gateway", "error_count")
+    rows.append(Row("sat_errors", "saturation errors (median per run)", b, g, None, "", None))
+    b = med("saturation", "baseline", "server_cpu_us_per_request")
+    g = med("saturation", "gateway", "server_cpu_us_per_request")
+    bc = med("saturation", "baseline", "server_cores")
+    gc = med("saturation", "gateway", "server_cores")
+    spread = [r.worker_cpu_share for r in report.runs_of("saturation", "gateway")]
+    note = f"cores used: {bc or 0:.2f} vs {gc or 0:.2f}"
+    if spread and len(spread[0]) > 1:
+        note += "; worker CPU split " + ", ".join(
+            "/".join(f"{s:.0%}" for s in split) for split in spread
+        )
+    rows.append(
+        Row(
+            "sat_cpu_us_per_request",
+            "server CPU per request at saturation, us",
+            b,
+            g,
+            _ratio(g, b),
+            "",
+            None,
+            note,
+        )
+    )
+
+    if report.shadow_status == "measured":
+        off, on = (
+            med("shadow_off", "gateway", "p99_ms"),
+            med("shadow_on", "gateway_shadow", "p99_ms"),
+        )
+        on_runs = report.runs_of("shadow_on", "gateway_shadow")
+        errors = sum(r.error_count for r in on_runs)
+        ratio = _ratio(on, off)
+        rate = f"{report.shadow_rate_rps:.0f} req/s" if report.shadow_rate_rps else "?"
+        rows.append(
+            Row(
+                "shadow_p99_ms",
+                f"shadow off -> on: primary p99 at {rate}, ms",
+                off,
+                on,
+                ratio,
+                f"ratio <= {TARGET_SHADOW_P99_RATIO:.2f}, 0 errors",
+                None if ratio is None else ratio <= TARGET_SHADOW_P99_RATIO and errors == 0,
+            )
+        )
+        off50, on50 = (
+            med("shadow_off", "gateway", "p50_ms"),
+            med("shadow_on", "gateway_shadow", "p50_ms"),
+        )
+        rows.append(
+            Row(
+                "shadow_p50_ms",
+                "shadow off -> on: primary p50, ms",
+                off50,
+                on50,
+                _ratio(on50, off50),
+                "",
+                None,
+            )
+        )
+        off_errors = float(sum(r.error_count for r in report.runs_of("shadow_off", "gateway")))
+        rows.append(
+            Row(
+                "shadow_errors",
+                "shadow off -> on: primary errors (all runs)",
+                off_errors,
+                float(errors),
+                None,
+                "0",
+                errors == 0,
+            )
+        )
+        offc = med("shadow_off", "gateway", "server_cpu_us_per_request")
+        onc = med("shadow_on", "gateway_shadow", "server_cpu_us_per_request")
+        rows.append(
+            Row(
+                "shadow_cpu_us_per_request",
+                "shadow off -> on: gateway CPU per request, us",
+                offc,
+                onc,
+                _ratio(onc, offc),
+                "",
+                None,
+            )
+        )
+        dropped = [_dropped(r.counters) for r in on_runs]
+        known = [d for d in dropped if d is not None]
+        seen = sorted({k for r in on_runs for k in r.counters})
+        rows.append(
+            Row(
+                "shadow_dropped",
+                "shadow copies dropped (all runs, /metrics)",
+                None,
+                sum(known) if known else None,
+                None,
+                "",
+                None,
+                ("metrics: " + ", ".join(seen))
+                if seen
+                else "no shadow metric with 'dropped' on /metrics",
+            )
+        )
+    else:
+        rows.append(
+            Row(
+                "shadow_p99_ms",
+                "shadow cost",
+                None,
+                None,
+                None,
+                f"ratio <= {TARGET_SHADOW_P99_RATIO:.2f}, 0 errors",
+                None,
+                report.shadow_status,
+            )
+        )
+
+    base_mem = report.memory_of("baseline", 1)
+    one = report.memory_of("gateway", 1)
+    three = report.memory_of("gateway_3_versions", 3)
+    after = report.memory_of("gateway_after_runs", 1)
+    if one is not None:
+        per = " + ".join(f"{k / 1024:.0f}" for k in one.per_process_kib)
+        b = base_mem.total_mib if base_mem else None
+        rows.append(
+            Row(
+                "rss_1_version_mib",
+                "RSS, 1 version loaded, MiB (gateway: all workers)",
+                b,
+                one.total_mib,
+                _ratio(one.total_mib, b),
+                "",
+                None,
+                f"per worker: {per}",
+            )
+        )
+    if three is not None and one is not None:
+        per = " + ".join(f"{k / 1024:.0f}" for k in three.per_process_kib)
+        rows.append(
+            Row(
+                "rss_3_versions_mib",
+                "RSS, gateway 1 -> 3 versions, MiB",
+                one.total_mib,
+                three.total_mib,
+                _ratio(three.total_mib, one.total_mib),
+                "",
+                None,
+                f"per worker: {per}",
+            )
+        )
+    if after is not None and one is not None:
+        rows.append(
+            Row(
+                "rss_after_runs_mib",
+                "RSS, gateway before -> after all runs, MiB",
+                one.total_mib,
+                after.total_mib,
+                _ratio(after.total_mib, one.total_mib),
+                "",
+                None,
+            )
+        )
+
+    if report.floor is not None:
+        fl = report.floor
+        g = med("c1", "gateway", "p50_ms")
+        g_us = g * 1000 if g is not None else None
+        rows.append(
+            Row(
+                "floor_batch1_us",
+                "batch 1: in-process call -> gateway c=1 p50, us",
+                fl.batch1_us_per_call,
+                g_us,
+                _ratio(g_us, fl.batch1_us_per_call),
+                "",
+                None,
+            )
+        )
+        sat = med("saturation", "gateway", "throughput_rps")
+        per_req = 1e6 / sat if sat else None
+        rows.append(
+            Row(
+                "floor_batch64_us_per_row",
+                "per row: in-process batch-64 call -> gateway at saturation (1/throughput), us",
+                fl.batch64_us_per_row,
+                per_req,
+                _ratio(per_req, fl.batch64_us_per_row),
+                "",
+                None,
+                f"batch-64 call {fl.batch64_us_per_call:.0f} us",
+            )
+        )
+    return rows
+
+
+def _fmt(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def render_table(report: BenchReport, file: IO[str] | None = None, width: int = 160) -> str:
+    """Print the result table (rich) with the machine and date; returns the text."""
+    from rich.console import Console
+    from rich.table import Table
+
+    m = report.machine
+    s = report.settings
+    title = (
+        f"tf-gateway vs baseline: {m['date']}, {m['cpu']}, {m['usable_cores']}/{m['cores']} cores, "
+        f"Python {m['python']}, TensorFlow {m['tensorflow']}, grpcio {m['grpcio']}"
+    )
+    caption = (
+        f"medians of {s.rounds} alternating round(s); gateway {s.workers} worker(s), "
+        f"tf_intra_op_threads 1, max_batch_size {MAX_BATCH_SIZE}, batch_timeout_micros 0; "
+        f"saturation: {s.sat_concurrency} clients over {s.sat_procs} generator processes on the "
+        f"same machine; run took {report.elapsed_s:.0f} s"
+    )
+    table = Table(title=title, caption=caption, show_lines=False)
+    table.add_column("metric")
+    table.add_column("baseline / reference", justify="right")
+    table.add_column("gateway", justify="right")
+    table.add_column("ratio", justify="right")
+    table.add_column("target")
+    table.add_column("met")
+    table.add_column("note")
+    for row in build_rows(report):
+        met = "" if row.met is None else ("[green]yes[/]" if row.met else "[red]no[/]")
+        table.add_row(
+            row.metric,
+            _fmt(row.baseline),
+            _fmt(row.gateway),
+            "-" if row.ratio is None else f"{row.ratio:.2f}",
+            row.target,
+            met,
+            row.note,
+        )
+    buffer = io.StringIO()
+    Console(file=buffer, width=width, force_terminal=False, color_system=None).print(table)
+    text = buffer.getvalue()
+    if file is not None:
+        Console(file=file, width=width).print(table)
+    return text
+
+
+# --------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line options of ``python -m loadtest.bench``."""
+    p = argparse.ArgumentParser(
+        prog="python -m loadtest.bench",
+        description="Side-by-side benchmark of the gateway against the naive baseline server.",
+    )
+    p.add_argument("--quick", action="store_true", help="short phases, 1 round (~1-2 min)")
+    p.add_argument("--rounds", type=int, help="alternating rounds (default 2, --quick 1)")
+    p.add_argument("--workers", type=int, default=2, help="gateway worker processes (default 2)")
+    p.add_argument("--json", metavar="FILE", help="write every number as JSON")
+    p.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="also profile the gateway at saturation with py-spy; write a Markdown summary",
+    )
+    p.add_argument("--profile-seconds", type=float, default=20.0, help="profiled seconds")
+    p.add_argument("--no-shadow", action="store_true", help="skip the shadow-cost phases")
+    p.add_argument("--dir", metavar="DIR", help="work in DIR and keep it (default: temp dir)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit code (0 when the run completed, targets or not)."""
+    args = build_parser().parse_args(argv)
+    make = BenchSettings.quick if args.quick else BenchSettings.default
+    settings = (
+        make(workers=args.workers) if args.rounds is None else make(args.workers, args.rounds)
+    )
+    if args.profile:
+        settings = dataclasses.replace(settings, profile_seconds=args.profile_seconds)
+    if args.no_shadow:
+        settings = dataclasses.replace(settings, shadow=False)
+    if settings.rounds < 1 or settings.workers < 1:
+        print("bench: --rounds and --workers must be >= 1", file=sys.stderr)
+        return 2
+    with contextlib.ExitStack() as stack:
+        if args.dir:
+            workdir = Path(args.dir).resolve()
+        else:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
+        try:
+            report = run_bench(settings, workdir)
+        except (ServerError, LoadgenError) as exc:
+            print(f"bench: error: {exc}", file=sys.stderr)
+            return 1
+    render_table(report, file=sys.stdout)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if args.profile and report.profile is not None:
+        path = Path(args.profile)
+        previous = path.read_text() if path.exists() else ""
+        path.write_text(render_profile_markdown(report, previous))
+        print(f"wrote {args.profile}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
