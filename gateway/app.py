@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from gateway.serving.checks import SkewMonitor, build_checks, mismatch_record
 from gateway.serving.predictor import Predictor
 from gateway.serving.runner import VersionRunner
 from gateway.serving.servable import LoadedVersion
+from gateway.serving.shadow import Mirror
 from gateway.sinks.metrics import Metrics
 from gateway.transport.admin import AdminServicer
 from gateway.transport.model_service import ModelServicer
@@ -65,9 +65,6 @@ class Gateway:
         self.metrics = Metrics()
         self.monitor = StateMonitor()
         self.monitor.add_listener(self.metrics.on_state)
-        self.executor = ThreadPoolExecutor(
-            max_workers=config.server.request_threads, thread_name_prefix="predict"
-        )
         self._hooks = [attach_bundle] if hooks is None else hooks
         self._skew_monitor = SkewMonitor(self.metrics)
         self._skew_task: asyncio.Task[None] | None = None
@@ -77,12 +74,12 @@ class Gateway:
         self._health: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.manager: VersionManager | None = None
+        self.mirror: Mirror | None = None
 
     def _make_runner(self, model: ModelConfig, loaded: LoadedVersion) -> VersionRunner:
         checker, skew = build_checks(model, loaded)
         return VersionRunner(
             loaded,
-            self.executor,
             model.batching,
             self.metrics.batch_observer,
             checker=checker,
@@ -119,6 +116,9 @@ class Gateway:
         ]
         self._server = grpc.aio.server(options=options)
         predictor = Predictor(self.manager, self._on_mismatches)
+        self.mirror = self._make_mirror()
+        predictor.mirror = self.mirror
+        self.predictor = predictor
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionServicer(predictor, self.metrics), self._server
         )
@@ -126,7 +126,14 @@ class Gateway:
             ModelServicer(self.manager, self.metrics, self.reload_tfs_config), self._server
         )
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
-            AdminServicer(self.manager, self.metrics, self.reload, self.skew_report), self._server
+            AdminServicer(
+                self.manager,
+                self.metrics,
+                self.reload,
+                self.skew_report,
+                self.divergence_summary,
+            ),
+            self._server,
         )
         self._health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
@@ -148,6 +155,7 @@ class Gateway:
         await self._server.start()
         await self._health.set(OVERALL, health_pb2.HealthCheckResponse.SERVING)
         await self.manager.start()
+        self.mirror.configure(self.config)
         self._on_table_change()
         self._skew_task = self._loop.create_task(self._skew_loop())
         log.info(
@@ -179,9 +187,10 @@ class Gateway:
             await self._health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(grace)
+        if self.mirror is not None:
+            await self.mirror.close()
         if self.manager is not None:
             await self.manager.stop()
-        self.executor.shutdown(wait=False, cancel_futures=True)
         self.metrics.close()
         log.info("gateway_stopped")
 
@@ -196,6 +205,37 @@ class Gateway:
                     self._skew_monitor.check(self.manager.table)
                 except Exception:
                     log.exception("skew_check_failed")
+
+    def _make_mirror(self) -> Mirror:
+        logging = self.config.logging
+        divergence_log = None
+        if logging.divergence_log is not None:
+            from gateway.sinks.divergence_log import DivergenceLog
+
+            sensitive = {f for m in self.config.models for f in m.feature_checks.sensitive_features}
+            divergence_log = DivergenceLog(
+                logging.divergence_log,
+                rotate_mb=logging.rotate_mb,
+                keep=logging.keep,
+                sensitive_features=sensitive,
+                replica=logging.replica,
+                on_drop=lambda reason: self.metrics.log_drops.labels(reason).inc(),
+            )
+        capture = {}
+        for model in self.config.models:
+            if model.capture.path is not None:
+                from gateway.sinks.capture import CaptureWriter
+
+                capture[model.name] = CaptureWriter(
+                    model.capture.path, rotate_mb=model.capture.rotate_mb, keep=model.capture.keep
+                )
+        return Mirror(self.manager, self.metrics, divergence_log, capture)
+
+    def divergence_summary(self, model: str) -> list[dict[str, Any]]:
+        """Live per-shadow divergence figures of `model` (for the admin service)."""
+        assert self.manager is not None
+        self.manager.view(model)  # NotFound for unknown models
+        return self.mirror.summary(model) if self.mirror is not None else []
 
     def skew_report(self, model: str) -> dict[int, dict[str, Any]]:
         """Current skew per version and feature of `model` (for the admin service)."""
@@ -249,5 +289,7 @@ class Gateway:
         assert self.manager is not None
         changes = await self.manager.apply_config(config)
         self.config = config
+        if self.mirror is not None:
+            self.mirror.configure(config)
         log.info("config_reloaded", changes=changes)
         return changes

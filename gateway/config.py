@@ -35,7 +35,6 @@ class ServerConfig(_Strict):
     metrics_port: Annotated[int | None, Field(ge=0, le=65535)] = 8502
     max_message_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
     grace_seconds: Annotated[float, Field(ge=0)] = 10.0
-    request_threads: Annotated[int, Field(ge=1, le=64)] = 4
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     tf_intra_op_threads: Annotated[int, Field(ge=0, le=256)] = 0
     tf_inter_op_threads: Annotated[int, Field(ge=0, le=256)] = 0
@@ -52,11 +51,15 @@ class LifecycleConfig(_Strict):
 
 
 class LoggingConfig(_Strict):
-    """Structured logging output."""
+    """Structured logging output, and the divergence log."""
 
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
     file: Path | None = None
+    divergence_log: Path | None = Path("logs/divergence.jsonl")
+    rotate_mb: Annotated[float, Field(gt=0)] = 100
+    keep: Annotated[int, Field(ge=0)] = 10
+    replica: str | None = None
 
 
 class VersionPolicy(_Strict):
@@ -156,6 +159,41 @@ class SkewConfig(_Strict):
         return self
 
 
+VersionRef = int | str
+"""A version number or a version label."""
+
+
+class ShadowConfig(_Strict):
+    """A version that receives a mirrored copy of the primary's traffic."""
+
+    version: VersionRef
+    sample_rate: Annotated[float, Field(ge=0, le=1)] = 1.0
+    timeout_ms: Annotated[int, Field(ge=1)] = 200
+    queue_size: Annotated[int, Field(ge=1)] = 10_000
+    concurrency: Annotated[int, Field(ge=1, le=1024)] = 32
+
+
+class OutputRuleConfig(_Strict):
+    """How one output alias is compared between versions (see README: divergence)."""
+
+    kind: Literal["auto", "regression", "probabilities", "logits", "classes"] = "auto"
+    atol: Annotated[float, Field(ge=0)] = 1e-6
+    rtol: Annotated[float, Field(ge=0)] = 1e-5
+    max_abs: Annotated[float, Field(ge=0)] = 0.05
+    max_js: Annotated[float, Field(ge=0)] | None = None
+    label_flip: bool = True
+    top_k: Annotated[int, Field(ge=1)] = 3
+
+
+class CaptureConfig(_Strict):
+    """PredictionLog capture of diverged (and sampled) requests, for replay."""
+
+    path: Path | None = None
+    sample_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    rotate_mb: Annotated[float, Field(gt=0)] = 100
+    keep: Annotated[int, Field(ge=0)] = 5
+
+
 class ModelConfig(_Strict):
     """One model: its repository directory, version policy, labels and batching."""
 
@@ -166,6 +204,24 @@ class ModelConfig(_Strict):
     batching: BatchingConfig = BatchingConfig()
     feature_checks: FeatureChecksConfig = FeatureChecksConfig()
     skew: SkewConfig = SkewConfig()
+    primary: VersionRef | None = None
+    shadows: list[ShadowConfig] = []
+    divergence: dict[str, OutputRuleConfig] = {}
+    noise_sample_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    capture: CaptureConfig = CaptureConfig()
+
+    @model_validator(mode="after")
+    def _references(self) -> ModelConfig:
+        refs = [("primary", self.primary)] + [
+            (f"shadows[{i}].version", s.version) for i, s in enumerate(self.shadows)
+        ]
+        for where, ref in refs:
+            if isinstance(ref, str) and ref not in self.version_labels:
+                raise ValueError(
+                    f"{where}: label {ref!r} is not in version_labels "
+                    f"({', '.join(sorted(self.version_labels)) or 'none defined'})"
+                )
+        return self
 
     @field_validator("version_labels")
     @classmethod
@@ -241,11 +297,19 @@ def parse_config(data: Any, base_dir: Path) -> GatewayConfig:
         if not path.is_dir():
             raise ConfigError(f"models[{i}].base_path: directory does not exist: {written}")
         models.append(model.model_copy(update={"base_path": path.resolve()}))
-    log_file = config.logging.file
-    if log_file is not None and not log_file.is_absolute():
-        log_file = base_dir / log_file
+        capture = model.capture.path
+        if capture is not None and not capture.is_absolute():
+            models[-1] = models[-1].model_copy(
+                update={"capture": model.capture.model_copy(update={"path": base_dir / capture})}
+            )
+    logging = config.logging
+    updates = {}
+    for key in ("file", "divergence_log"):
+        value = getattr(logging, key)
+        if value is not None and not value.is_absolute():
+            updates[key] = base_dir / value
     return config.model_copy(
-        update={"models": models, "logging": config.logging.model_copy(update={"file": log_file})}
+        update={"models": models, "logging": logging.model_copy(update=updates)}
     )
 
 

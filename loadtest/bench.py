@@ -29,6 +29,7 @@ which are measured side by side under the same noise.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
 import datetime
@@ -124,6 +125,7 @@ class BenchSettings:
     sat_concurrency: int = 64
     sat_procs: int = 2
     channels_per_proc: int = 8
+    echo: bool = True
     shadow: bool = True
     shadow_duration_s: float = 15.0
     shadow_load_fraction: float = 0.5
@@ -658,6 +660,95 @@ def wait_ready(server: ServerProcess, versions: int, timeout: float) -> None:
 
 
 # --------------------------------------------------------------------------------------
+# gRPC-only ceiling: a trivial grpc.aio PredictionService (no model, constant response)
+# --------------------------------------------------------------------------------------
+
+
+def _echo_response() -> Any:
+    from tensorflow_serving.apis import predict_pb2
+
+    response = predict_pb2.PredictResponse()
+    out = response.outputs["output_0"]
+    out.dtype = 1  # DT_FLOAT
+    for size in (1, 3):
+        out.tensor_shape.dim.add(size=size)
+    out.tensor_content = bytes(12)
+    response.model_spec.name = MODEL
+    response.model_spec.version.value = 1
+    response.model_spec.signature_name = "serving_default"
+    return response
+
+
+async def _echo_serve(host: str, port: int) -> None:
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    response = _echo_response()
+
+    class Echo(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
+        async def Predict(self, request: Any, context: Any) -> Any:
+            return response
+
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Echo(), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if not bound:
+        raise OSError(f"could not bind {host}:{port}")
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"listening on {host}:{bound}", flush=True)
+    await stop.wait()
+    await server.stop(1.0)
+
+
+def serve_echo(port: int = 0, workers: int = 1) -> int:
+    """Serve Predict with a constant response (the request is parsed, no model runs):
+    what gRPC Python alone costs. ``workers > 1`` starts that many processes sharing the
+    port (SO_REUSEPORT) like the gateway; prints ``listening on HOST:PORT`` when all are up."""
+    host = "127.0.0.1"
+    if workers <= 1:
+        asyncio.run(_echo_serve(host, port))
+        return 0
+    port = port or _free_port()
+    argv = [sys.executable, "-m", "loadtest.bench", "--serve-echo", "--port", str(port)]
+    children = [subprocess.Popen(argv, stdout=subprocess.PIPE) for _ in range(workers)]
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for child in children:
+        if not _LISTENING.search(_first_line(child, 120)):
+            forward(signal.SIGTERM, None)
+            return 1
+    print(f"listening on {host}:{port} ({workers} workers)", flush=True)
+    codes = [child.wait() for child in children]
+    return 0 if all(code == 0 for code in codes) else 1
+
+
+def start_echo(workdir: Path, workers: int, name: str = "grpc_echo") -> ServerProcess:
+    """Launch ``serve_echo`` as a subprocess (``python -m loadtest.bench --serve-echo``)."""
+    argv = [
+        sys.executable,
+        "-m",
+        "loadtest.bench",
+        "--serve-echo",
+        "--port",
+        "0",
+        "--echo-workers",
+        str(workers),
+    ]
+    proc, stderr_file = _popen(argv, workdir, name)
+    return ServerProcess(name, proc, workdir, workers=workers, stderr_file=stderr_file)
+
+
+# --------------------------------------------------------------------------------------
 # Model repository and in-process floor
 # --------------------------------------------------------------------------------------
 
@@ -927,7 +1018,11 @@ def run_phase(
 
 def _describe(run: PhaseRun) -> str:
     errors = f", errors {run.errors}" if run.errors else ""
-    cpu = f", server {run.server_cores:.2f} cores" if run.server_cores is not None else ""
+    cpu = ""
+    if run.server_cores is not None:
+        cpu = f", server {run.server_cores:.2f} cores"
+        if run.machine_cores is not None and math.isfinite(run.machine_cores):
+            cpu += f" (machine {run.machine_cores:.2f})"
     spread = (
         " (spread " + "/".join(f"{s:.0%}" for s in run.worker_cpu_share) + ")"
         if len(run.worker_cpu_share) > 1
@@ -1228,6 +1323,10 @@ def run_bench(
             workers,
         )
         servers.append(gateway)
+        echo: ServerProcess | None = None
+        if settings.echo:
+            echo = start_echo(workdir, workers)
+            servers.append(echo)
         memgw: ServerProcess | None = None
         if settings.memory_versions:
             memgw = start_gateway(
@@ -1246,6 +1345,9 @@ def run_bench(
         wait_ready(baseline, 1, settings.startup_timeout_s)
         wait_ready(gateway, 1, settings.startup_timeout_s)
         progress(f"baseline on {baseline.target}, gateway on {gateway.target} ({workers} workers)")
+        if echo is not None:
+            wait_ready(echo, 1, settings.startup_timeout_s)
+            progress(f"gRPC-only echo server on {echo.target} ({workers} processes)")
 
         # memory: after the same short burst of traffic on each server
         for server, versions in ((baseline, 1), (gateway, 1)):
@@ -1267,7 +1369,7 @@ def run_bench(
         # alternating baseline / gateway phases
         for r in range(1, settings.rounds + 1):
             for phase, spec in (("c1", _c1_spec(settings)), ("saturation", _sat_spec(settings))):
-                for server in (baseline, gateway):
+                for server in [baseline, gateway] + ([echo] if echo is not None else []):
                     run = run_phase(phase, server, spec, r)
                     report.runs.append(run)
                     progress(_describe(run))
@@ -1346,248 +1448,151 @@ def _ratio(value: float | None, reference: float | None) -> float | None:
     return value / reference
 
 
+def _le(value: float | None, limit: float | None) -> bool | None:
+    return None if value is None or limit is None else value <= limit
+
+
+def _split(shares: Sequence[Sequence[float]]) -> str:
+    return ", ".join("/".join(f"{s:.0%}" for s in split) for split in shares if len(split) > 1)
+
+
 def build_rows(report: BenchReport) -> list[Row]:
     """The table rows (medians over the rounds; ratio = gateway / baseline-or-reference)."""
     rows: list[Row] = []
     med = report.median
 
-    b, g = med("c1", "baseline", "p50_ms"), med("c1", "gateway", "p50_ms")
+    def add(
+        key: str,
+        metric: str,
+        reference: float | None,
+        value: float | None,
+        target: str = "",
+        met: bool | None = None,
+        note: str = "",
+    ) -> float | None:
+        ratio = _ratio(value, reference)
+        rows.append(Row(key, metric, reference, value, ratio, target, met, note))
+        return ratio
+
+    def pair(phase: str, metric: str, other: str = "baseline") -> tuple[float | None, float | None]:
+        return med(phase, other, metric), med(phase, "gateway", metric)
+
+    b, g = pair("c1", "p50_ms")
     ratio = _ratio(g, b)
-    rows.append(
-        Row(
-            "c1_p50_ms",
-            "c=1 p50 latency, ms",
-            b,
-            g,
-            ratio,
-            f"ratio <= {TARGET_C1_P50_RATIO}",
-            None if ratio is None else ratio <= TARGET_C1_P50_RATIO,
-        )
+    add(
+        "c1_p50_ms",
+        "c=1 p50 latency, ms",
+        b,
+        g,
+        f"ratio <= {TARGET_C1_P50_RATIO}",
+        _le(ratio, TARGET_C1_P50_RATIO),
     )
-    b, g = med("c1", "baseline", "p99_ms"), med("c1", "gateway", "p99_ms")
-    rows.append(Row("c1_p99_ms", "c=1 p99 latency, ms", b, g, _ratio(g, b), "", None))
+    add("c1_p99_ms", "c=1 p99 latency, ms", *pair("c1", "p99_ms"))
 
     c = report.settings.sat_concurrency
-    b, g = (
-        med("saturation", "baseline", "throughput_rps"),
-        med("saturation", "gateway", "throughput_rps"),
-    )
+    b, g = pair("saturation", "throughput_rps")
     ratio = _ratio(g, b)
-    rows.append(
-        Row(
-            "sat_throughput_rps",
-            f"saturation throughput (c={c}), req/s",
-            b,
-            g,
-            ratio,
-            f"ratio >= {TARGET_THROUGHPUT_RATIO:g}",
-            None if ratio is None else ratio >= TARGET_THROUGHPUT_RATIO,
-        )
-    )
-    b, g = med("saturation", "baseline", "p99_ms"), med("saturation", "gateway", "p99_ms")
-    rows.append(
-        Row(
-            "sat_p99_ms",
-            f"saturation p99 (c={c}), ms",
-            b,
-            g,
-            _ratio(g, b),
-            "gateway <= baseline",
-            None if b is None or g is None else g <= b,
-        )
-    )
-    b, g = med("saturation", "baseline", "p50_ms"), med("saturation", "gateway", "p50_ms")
-    rows.append(Row("sat_p50_ms", f"saturation p50 (c={c}), ms", b, g, _ratio(g, b), "", None))
-    b, g = med("saturation", "baseline", "error_count"), med("saturation", "gateway", "error_count")
+    met = None if ratio is None else ratio >= TARGET_THROUGHPUT_RATIO
+    target = f"ratio >= {TARGET_THROUGHPUT_RATIO:g}"
+    add("sat_throughput_rps", f"saturation throughput (c={c}), req/s", b, g, target, met)
+    b, g = pair("saturation", "p99_ms")
+    add("sat_p99_ms", f"saturation p99 (c={c}), ms", b, g, "gateway <= baseline", _le(g, b))
+    add("sat_p50_ms", f"saturation p50 (c={c}), ms", *pair("saturation", "p50_ms"))
+    b, g = pair("saturation", "error_count")
     rows.append(Row("sat_errors", "saturation errors (median per run)", b, g, None, "", None))
-    b = med("saturation", "baseline", "server_cpu_us_per_request")
-    g = med("saturation", "gateway", "server_cpu_us_per_request")
-    bc = med("saturation", "baseline", "server_cores")
-    gc = med("saturation", "gateway", "server_cores")
-    spread = [r.worker_cpu_share for r in report.runs_of("saturation", "gateway")]
-    note = f"cores used: {bc or 0:.2f} vs {gc or 0:.2f}"
-    if spread and len(spread[0]) > 1:
-        note += "; worker CPU split " + ", ".join(
-            "/".join(f"{s:.0%}" for s in split) for split in spread
-        )
-    rows.append(
-        Row(
-            "sat_cpu_us_per_request",
-            "server CPU per request at saturation, us",
-            b,
-            g,
-            _ratio(g, b),
-            "",
-            None,
-            note,
-        )
+    bc, gc = pair("saturation", "server_cores")
+    bm, gm = pair("saturation", "machine_cores")
+    note = (
+        f"server cores {bc or 0:.2f} vs {gc or 0:.2f}; machine busy {bm or 0:.2f} vs {gm or 0:.2f}"
     )
+    spread = _split([r.worker_cpu_share for r in report.runs_of("saturation", "gateway")])
+    note += f"; gateway worker CPU split {spread}" if spread else ""
+    b, g = pair("saturation", "server_cpu_us_per_request")
+    add("sat_cpu_us_per_request", "server CPU per request at saturation, us", b, g, note=note)
 
+    e, g = pair("c1", "p50_ms", "grpc_echo")
+    if e is not None:
+        add("echo_c1_p50_ms", "gRPC-only echo server -> gateway: c=1 p50, ms", e, g)
+    e, g = pair("saturation", "throughput_rps", "grpc_echo")
+    if e is not None:
+        ec = med("saturation", "grpc_echo", "server_cpu_us_per_request")
+        em = med("saturation", "grpc_echo", "machine_cores")
+        note = f"echo CPU {ec or 0:.0f} us/request; machine busy {em or 0:.2f} cores"
+        metric = "gRPC-only echo server -> gateway: saturation, req/s"
+        add("echo_sat_throughput_rps", metric, e, g, note=note)
+
+    shadow_target = f"ratio <= {TARGET_SHADOW_P99_RATIO:.2f}, 0 errors"
     if report.shadow_status == "measured":
-        off, on = (
-            med("shadow_off", "gateway", "p99_ms"),
-            med("shadow_on", "gateway_shadow", "p99_ms"),
-        )
         on_runs = report.runs_of("shadow_on", "gateway_shadow")
         errors = sum(r.error_count for r in on_runs)
-        ratio = _ratio(on, off)
+        off_errors = sum(r.error_count for r in report.runs_of("shadow_off", "gateway"))
         rate = f"{report.shadow_rate_rps:.0f} req/s" if report.shadow_rate_rps else "?"
-        rows.append(
-            Row(
-                "shadow_p99_ms",
-                f"shadow off -> on: primary p99 at {rate}, ms",
-                off,
-                on,
-                ratio,
-                f"ratio <= {TARGET_SHADOW_P99_RATIO:.2f}, 0 errors",
-                None if ratio is None else ratio <= TARGET_SHADOW_P99_RATIO and errors == 0,
-            )
-        )
-        off50, on50 = (
-            med("shadow_off", "gateway", "p50_ms"),
-            med("shadow_on", "gateway_shadow", "p50_ms"),
-        )
-        rows.append(
-            Row(
-                "shadow_p50_ms",
-                "shadow off -> on: primary p50, ms",
-                off50,
-                on50,
-                _ratio(on50, off50),
-                "",
-                None,
-            )
-        )
-        off_errors = float(sum(r.error_count for r in report.runs_of("shadow_off", "gateway")))
+
+        def off_on(metric: str) -> tuple[float | None, float | None]:
+            return med("shadow_off", "gateway", metric), med("shadow_on", "gateway_shadow", metric)
+
+        off, on = off_on("p99_ms")
+        ratio = _ratio(on, off)
+        met = None if ratio is None else ratio <= TARGET_SHADOW_P99_RATIO and errors == 0
+        metric = f"shadow off -> on: primary p99 at {rate}, ms"
+        add("shadow_p99_ms", metric, off, on, shadow_target, met)
+        add("shadow_p50_ms", "shadow off -> on: primary p50, ms", *off_on("p50_ms"))
         rows.append(
             Row(
                 "shadow_errors",
                 "shadow off -> on: primary errors (all runs)",
-                off_errors,
+                float(off_errors),
                 float(errors),
                 None,
                 "0",
                 errors == 0,
             )
         )
-        offc = med("shadow_off", "gateway", "server_cpu_us_per_request")
-        onc = med("shadow_on", "gateway_shadow", "server_cpu_us_per_request")
-        rows.append(
-            Row(
-                "shadow_cpu_us_per_request",
-                "shadow off -> on: gateway CPU per request, us",
-                offc,
-                onc,
-                _ratio(onc, offc),
-                "",
-                None,
-            )
-        )
-        dropped = [_dropped(r.counters) for r in on_runs]
-        known = [d for d in dropped if d is not None]
+        metric = "shadow off -> on: gateway CPU per request, us"
+        add("shadow_cpu_us_per_request", metric, *off_on("server_cpu_us_per_request"))
+        known = [d for d in (_dropped(r.counters) for r in on_runs) if d is not None]
         seen = sorted({k for r in on_runs for k in r.counters})
-        rows.append(
-            Row(
-                "shadow_dropped",
-                "shadow copies dropped (all runs, /metrics)",
-                None,
-                sum(known) if known else None,
-                None,
-                "",
-                None,
-                ("metrics: " + ", ".join(seen))
-                if seen
-                else "no shadow metric with 'dropped' on /metrics",
-            )
-        )
+        note = "metrics: " + ", ".join(seen) if seen else "no shadow metric on /metrics"
+        metric = "shadow copies dropped (all runs, /metrics)"
+        add("shadow_dropped", metric, None, sum(known) if known else None, note=note)
     else:
-        rows.append(
-            Row(
-                "shadow_p99_ms",
-                "shadow cost",
-                None,
-                None,
-                None,
-                f"ratio <= {TARGET_SHADOW_P99_RATIO:.2f}, 0 errors",
-                None,
-                report.shadow_status,
-            )
-        )
+        add("shadow_p99_ms", "shadow cost", None, None, shadow_target, note=report.shadow_status)
 
     base_mem = report.memory_of("baseline", 1)
     one = report.memory_of("gateway", 1)
     three = report.memory_of("gateway_3_versions", 3)
     after = report.memory_of("gateway_after_runs", 1)
+
+    def per_worker(sample: MemorySample) -> str:
+        return "per worker: " + " + ".join(f"{k / 1024:.0f}" for k in sample.per_process_kib)
+
     if one is not None:
-        per = " + ".join(f"{k / 1024:.0f}" for k in one.per_process_kib)
         b = base_mem.total_mib if base_mem else None
-        rows.append(
-            Row(
-                "rss_1_version_mib",
-                "RSS, 1 version loaded, MiB (gateway: all workers)",
-                b,
-                one.total_mib,
-                _ratio(one.total_mib, b),
-                "",
-                None,
-                f"per worker: {per}",
+        metric = "RSS, 1 version loaded, MiB (gateway: all workers)"
+        add("rss_1_version_mib", metric, b, one.total_mib, note=per_worker(one))
+        if three is not None:
+            metric = "RSS, gateway 1 -> 3 versions, MiB"
+            add(
+                "rss_3_versions_mib", metric, one.total_mib, three.total_mib, note=per_worker(three)
             )
-        )
-    if three is not None and one is not None:
-        per = " + ".join(f"{k / 1024:.0f}" for k in three.per_process_kib)
-        rows.append(
-            Row(
-                "rss_3_versions_mib",
-                "RSS, gateway 1 -> 3 versions, MiB",
-                one.total_mib,
-                three.total_mib,
-                _ratio(three.total_mib, one.total_mib),
-                "",
-                None,
-                f"per worker: {per}",
-            )
-        )
-    if after is not None and one is not None:
-        rows.append(
-            Row(
-                "rss_after_runs_mib",
-                "RSS, gateway before -> after all runs, MiB",
-                one.total_mib,
-                after.total_mib,
-                _ratio(after.total_mib, one.total_mib),
-                "",
-                None,
-            )
-        )
+        if after is not None:
+            metric = "RSS, gateway before -> after all runs, MiB"
+            add("rss_after_runs_mib", metric, one.total_mib, after.total_mib)
 
     if report.floor is not None:
         fl = report.floor
         g = med("c1", "gateway", "p50_ms")
-        g_us = g * 1000 if g is not None else None
-        rows.append(
-            Row(
-                "floor_batch1_us",
-                "batch 1: in-process call -> gateway c=1 p50, us",
-                fl.batch1_us_per_call,
-                g_us,
-                _ratio(g_us, fl.batch1_us_per_call),
-                "",
-                None,
-            )
-        )
+        metric = "batch 1: in-process call -> gateway c=1 p50, us"
+        add("floor_batch1_us", metric, fl.batch1_us_per_call, g * 1000 if g is not None else None)
         sat = med("saturation", "gateway", "throughput_rps")
-        per_req = 1e6 / sat if sat else None
-        rows.append(
-            Row(
-                "floor_batch64_us_per_row",
-                "per row: in-process batch-64 call -> gateway at saturation (1/throughput), us",
-                fl.batch64_us_per_row,
-                per_req,
-                _ratio(per_req, fl.batch64_us_per_row),
-                "",
-                None,
-                f"batch-64 call {fl.batch64_us_per_call:.0f} us",
-            )
+        metric = "per row: in-process batch-64 call -> gateway saturation (1/throughput), us"
+        note = f"batch-64 call {fl.batch64_us_per_call:.0f} us"
+        add(
+            "floor_batch64_us_per_row",
+            metric,
+            fl.batch64_us_per_row,
+            1e6 / sat if sat else None,
+            note=note,
         )
     return rows
 
@@ -1668,13 +1673,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--profile-seconds", type=float, default=20.0, help="profiled seconds")
     p.add_argument("--no-shadow", action="store_true", help="skip the shadow-cost phases")
+    p.add_argument("--no-echo", action="store_true", help="skip the gRPC-only echo server")
     p.add_argument("--dir", metavar="DIR", help="work in DIR and keep it (default: temp dir)")
+    p.add_argument("--serve-echo", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--echo-workers", type=int, default=1, help=argparse.SUPPRESS)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit code (0 when the run completed, targets or not)."""
     args = build_parser().parse_args(argv)
+    if args.serve_echo:
+        return serve_echo(args.port, args.echo_workers)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     make = BenchSettings.quick if args.quick else BenchSettings.default
     settings = (
         make(workers=args.workers) if args.rounds is None else make(args.workers, args.rounds)
@@ -1683,6 +1695,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = dataclasses.replace(settings, profile_seconds=args.profile_seconds)
     if args.no_shadow:
         settings = dataclasses.replace(settings, shadow=False)
+    if args.no_echo:
+        settings = dataclasses.replace(settings, echo=False)
     if settings.rounds < 1 or settings.workers < 1:
         print("bench: --rounds and --workers must be >= 1", file=sys.stderr)
         return 2

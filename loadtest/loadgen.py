@@ -97,6 +97,7 @@ Mode = Literal["closed", "open"]
 _MODES: tuple[str, ...] = ("closed", "open")
 _FLUSH_INTERVAL_S = 0.2
 _START_DELAY_S = 0.05
+_EXIT_GRACE_S = 2.0
 _READY_TIMEOUT_S = 180.0
 _COUNTER_FIELDS = 3  # sent, ok, errors (warm-up included) per worker, for the progress line
 _MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -978,6 +979,7 @@ def _await_messages(
 ) -> dict[int, Any]:
     """Collect one ``kind`` message per runner; Ctrl-C asks workers to wind down."""
     got: dict[int, Any] = {}
+    dead_since: dict[int, float] = {}
     interrupted = False
     while len(got) < len(runners):
         now = time.monotonic()
@@ -991,8 +993,14 @@ def _await_messages(
         except queue.Empty:
             for i, r in enumerate(runners):
                 if i not in got and not r.is_alive():
-                    code = getattr(r, "exitcode", None)
-                    raise LoadgenError(f"worker {i} exited (code {code}) before '{kind}'") from None
+                    # A worker puts its last message and exits at once; the queue's feeder
+                    # may deliver it a moment after the worker is gone, so allow a grace.
+                    dead_since.setdefault(i, now)
+                    if now - dead_since[i] > _EXIT_GRACE_S:
+                        code = getattr(r, "exitcode", None)
+                        raise LoadgenError(
+                            f"worker {i} exited (code {code}) before '{kind}'"
+                        ) from None
             continue
         except KeyboardInterrupt:
             if interrupted or kind != "result":

@@ -52,10 +52,10 @@ def gateway_factory(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], Any]]
 
     started: list[GatewayThread] = []
 
-    def start(config: dict[str, Any]) -> GatewayThread:
+    def start(config: dict[str, Any], hooks: list[Any] | None = None) -> GatewayThread:
         workdir = tmp_path / f"gw{len(started)}"
         workdir.mkdir()
-        gw = GatewayThread(config, workdir).__enter__()
+        gw = GatewayThread(config, workdir, hooks).__enter__()
         started.append(gw)
         return gw
 
@@ -106,3 +106,30 @@ def seed_bundle(tmp_path_factory):
         "with": with_pre.parent,
         "without": without.parent,
     }
+
+
+@pytest.fixture(scope="session")
+def shadow_models(tmp_path_factory):
+    """Two classifiers trained on the same data with different random initialization, and a
+    model whose dropout is active at inference (non-deterministic)."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 4)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int64) + (x[:, 2] > 1).astype(np.int64)
+    root = tmp_path_factory.mktemp("shadow_models")
+
+    def train(seed: int, dropout_at_inference: bool = False):
+        keras.utils.set_random_seed(seed)
+        inp = keras.Input(shape=(4,), name="x")
+        h = keras.layers.Dense(16, activation="relu")(inp)
+        if dropout_at_inference:
+            h = keras.layers.Dropout(0.5)(h, training=True)
+        model = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(h))
+        model.compile(optimizer=keras.optimizers.Adam(0.02), loss="sparse_categorical_crossentropy")
+        model.fit(x, y, epochs=8, batch_size=64, verbose=0)
+        path = root / f"seed{seed}{'_dropout' if dropout_at_inference else ''}"
+        model.export(str(path), verbose=False)
+        return path
+
+    return {"a": train(11), "b": train(12), "dropout": train(13, dropout_at_inference=True), "x": x}

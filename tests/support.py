@@ -17,7 +17,7 @@ from gateway.config import load_config
 class GatewayThread:
     """A Gateway running in its own event loop thread; use as a context manager."""
 
-    def __init__(self, config: dict[str, Any], tmp: Path) -> None:
+    def __init__(self, config: dict[str, Any], tmp: Path, hooks: list[Any] | None = None) -> None:
         config.setdefault("server", {})
         config["server"].setdefault("host", "127.0.0.1")
         config["server"].setdefault("port", 0)
@@ -26,7 +26,10 @@ class GatewayThread:
         config["lifecycle"].setdefault("retry_initial_seconds", 0.1)
         self.config_path = tmp / "gateway.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
-        self.gateway = Gateway(load_config(self.config_path), self.config_path)
+        config.setdefault("logging", {}).setdefault("divergence_log", str(tmp / "divergence.jsonl"))
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.divergence_log = tmp / "divergence.jsonl"
+        self.gateway = Gateway(load_config(self.config_path), self.config_path, hooks=hooks)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.channel: grpc.Channel | None = None

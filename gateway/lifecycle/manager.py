@@ -40,6 +40,14 @@ class ModelView:
     name: str
     versions: Mapping[int, VersionRunner]
     labels: Mapping[str, int]
+    primary: int | str | None = None
+    """Version or label answering requests that name neither (None = newest available)."""
+
+    def primary_version(self) -> int | None:
+        """The version number the primary currently refers to (None = newest available)."""
+        if isinstance(self.primary, str):
+            return self.labels.get(self.primary)
+        return self.primary
 
     def resolve(self, version: int | None = None, label: str | None = None) -> VersionRunner:
         """Pick the runner for an explicit version, a label, or the newest available."""
@@ -65,6 +73,10 @@ class ModelView:
                     f"not available; available versions: {sorted(self.versions) or 'none'}"
                 )
             return runner
+        if self.primary is not None:
+            if isinstance(self.primary, str):
+                return self.resolve(None, self.primary)
+            return self.resolve(self.primary)
         if not self.versions:
             raise NotFound(f"model '{self.name}' has no available version")
         return self.versions[max(self.versions)]
@@ -90,6 +102,7 @@ class _Model:
     loading: int | None = None
     missing_warned: bool = False
     label_overrides: dict[str, int] = field(default_factory=dict)
+    primary_override: int | str | None = None
 
 
 class VersionManager:
@@ -164,6 +177,11 @@ class VersionManager:
             model.label_overrides.pop(label, None)
         else:
             model.label_overrides[label] = version
+        self._publish()
+
+    def set_primary(self, name: str, primary: int | str | None) -> None:
+        """Override the config's `primary` at runtime (None restores the config's)."""
+        self._models[name].primary_override = primary
         self._publish()
 
     async def start(self) -> None:
@@ -397,7 +415,14 @@ class VersionManager:
                 if r.runner is not None and r.state is VersionState.AVAILABLE
             }
             labels = {**model.config.version_labels, **model.label_overrides}
-            views[name] = ModelView(name, MappingProxyType(versions), MappingProxyType(labels))
+            primary = (
+                model.primary_override
+                if model.primary_override is not None
+                else model.config.primary
+            )
+            views[name] = ModelView(
+                name, MappingProxyType(versions), MappingProxyType(labels), primary
+            )
         self.table = MappingProxyType(views)
         if self._on_change is not None:
             self._on_change()

@@ -5,16 +5,22 @@ Works on numpy arrays and plain values only; the transport converts protobuf.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+import structlog
 
 from gateway.analysis.feature_checks import Action, CheckKind, Mismatch
 from gateway.errors import InvalidInput
 from gateway.lifecycle.manager import VersionManager
 from gateway.serving.runner import VersionRunner
 from gateway.serving.servable import CLASSIFY, REGRESS, Arrays, LoadedVersion, Signature
+
+if TYPE_CHECKING:
+    from gateway.serving.shadow import Mirror
 
 
 @dataclass(frozen=True)
@@ -48,16 +54,20 @@ class Predictor:
     ) -> None:
         self._manager = manager
         self._on_mismatches = on_mismatches
+        self.mirror: Mirror | None = None
+        """Set by the app when any model has shadows or noise replay."""
 
-    def check_features(self, runner: VersionRunner, inputs: Arrays) -> Arrays:
+    def check_features(
+        self, runner: VersionRunner, inputs: Arrays
+    ) -> tuple[Arrays, list[Mismatch]]:
         """Run the version's feature checks on raw inputs: report mismatches, raise
         `InvalidInput` for rejected ones, drop unexpected features that are only logged."""
         checker = runner.checker
         if checker is None:
-            return inputs
+            return inputs, []
         mismatches = checker.check(inputs)
         if not mismatches:
-            return inputs
+            return inputs, []
         if self._on_mismatches is not None:
             self._on_mismatches(runner.loaded.model, runner.version, mismatches)
         rejected = [m for m in mismatches if m.action is Action.REJECT]
@@ -68,7 +78,7 @@ class Predictor:
         unexpected = {m.feature for m in mismatches if m.kind is CheckKind.UNEXPECTED_FEATURE}
         if unexpected:
             inputs = {k: v for k, v in inputs.items() if k not in unexpected}
-        return inputs
+        return inputs, mismatches
 
     def resolve(self, target: Target) -> VersionRunner:
         """The runner that should answer `target` (NotFound when none)."""
@@ -82,8 +92,12 @@ class Predictor:
         self, target: Target, inputs: Arrays, output_filter: Sequence[str] = ()
     ) -> Result:
         """Validate `inputs` against the signature, run it (batched), apply `output_filter`."""
-        runner = self.resolve(target)
+        started = time.perf_counter()
+        view = self._manager.view(target.model)
+        runner = view.resolve(target.version, target.label)
         runner.acquire()
+        mismatches: list[Mismatch] = []
+        raw = inputs
         try:
             sig = runner.loaded.signature(target.signature)
             if output_filter:
@@ -95,13 +109,34 @@ class Predictor:
                         f" signature '{sig.name}' outputs: {', '.join(sorted(sig.outputs))}"
                     )
             if sig.prepare is not None:
-                inputs = self.check_features(runner, inputs)
+                inputs, mismatches = self.check_features(runner, inputs)
             rows = sig.validate(inputs)
             outputs = await runner.run(sig, inputs, rows)
         finally:
             runner.release()
         if output_filter:
             outputs = {k: outputs[k] for k in dict.fromkeys(output_filter)}
+        mirror = self.mirror
+        if mirror is not None and mirror.has_lanes(target.model):
+            primary = view.primary_version()
+            if primary is None or primary == runner.version:
+                from gateway.serving.checks import mismatch_record
+                from gateway.serving.shadow import MirrorTask
+
+                context = structlog.contextvars.get_contextvars()
+                mirror.offer(
+                    MirrorTask(
+                        request_id=str(context.get("request_id", "")),
+                        model=target.model,
+                        signature=sig.name,
+                        inputs=dict(raw),
+                        primary_version=runner.version,
+                        primary_outputs=outputs,
+                        primary_latency_ms=(time.perf_counter() - started) * 1e3,
+                        primary_mismatches=[mismatch_record(m) for m in mismatches],
+                        routing_key_hash=context.get("routing_key_hash"),
+                    )
+                )
         return Result(target.model, runner.version, sig.name, outputs)
 
     async def classify(self, target: Target, examples: np.ndarray) -> Result:

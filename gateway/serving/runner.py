@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -41,7 +41,6 @@ class VersionRunner:
     def __init__(
         self,
         loaded: LoadedVersion,
-        executor: Executor,
         batching: BatchingConfig,
         observer_factory: ObserverFactory | None = None,
         checker: FeatureChecker | None = None,
@@ -53,7 +52,13 @@ class VersionRunner:
         self.skew = skew
         """Serving-distribution window of raw features, fed per model call (None = off)."""
         self.version = loaded.version
-        self._executor = executor
+        # Each version has its own model-call threads: a slow or hung version (say a
+        # shadow) can only ever block itself, never the primary.
+        self._executor: Executor = ThreadPoolExecutor(
+            max_workers=batching.num_batch_threads + 1,
+            thread_name_prefix=f"{loaded.model}-v{loaded.version}",
+        )
+        executor = self._executor
         self.inflight = 0
         self._closing = False
         observer = observer_factory(loaded.model, loaded.version) if observer_factory else None
@@ -111,3 +116,4 @@ class VersionRunner:
             await asyncio.sleep(0.01)
         for batcher in self._batchers.values():
             await batcher.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)

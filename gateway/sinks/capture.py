@@ -31,6 +31,7 @@ else from a table-driven pure-Python fallback (correct, ~100x slower).
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -220,6 +221,7 @@ def iter_tfrecords(
     """
     p = Path(path)
     with p.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
         offset = 0
         while True:
             header = f.read(_HEADER.size)
@@ -231,8 +233,11 @@ def iter_tfrecords(
             length, length_crc = _HEADER.unpack(header)
             if masked_crc32c(header[:8]) != length_crc:
                 raise CorruptRecordError(p, offset, "length")
+            if offset + _HEADER.size + length + _FOOTER.size > size:
+                _report_truncated(p, offset, size - offset, on_truncated)
+                return
             body = f.read(length + _FOOTER.size)
-            if len(body) < length + _FOOTER.size:
+            if len(body) < length + _FOOTER.size:  # the file shrank while we read it
                 _report_truncated(p, offset, len(header) + len(body), on_truncated)
                 return
             data = body[:length]

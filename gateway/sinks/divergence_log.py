@@ -33,7 +33,7 @@ import hashlib
 import math
 import struct
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -207,7 +207,12 @@ class DivergenceLog:
     Every method is non-blocking and never raises: it returns True when the
     record was queued, False when it was dropped (writer queue full, closed,
     or fields that cannot be logged, e.g. a field named ``event``). Drops and
-    I/O failures are counted in `stats`.
+    I/O failures are counted in `stats` and reported to ``on_drop(reason)``
+    (``queue_full``, ``closed``, ``io_error``, ``invalid``; see
+    `gateway.sinks.jsonl`). ``rotate_mb``/``keep``: the active file is rotated
+    before it would exceed ``rotate_mb`` MiB, ``keep`` rotated files
+    (``path.1`` newest .. ``path.<keep>``) are kept. ``writer`` replaces the
+    JsonlWriter built from the other arguments (tests, sharing).
     """
 
     def __init__(
@@ -220,6 +225,7 @@ class DivergenceLog:
         queue_size: int = 100_000,
         *,
         flush_interval: float = 0.2,
+        on_drop: Callable[[str], None] | None = None,
         writer: JsonlWriter | None = None,
     ) -> None:
         self.path = Path(path)
@@ -231,6 +237,7 @@ class DivergenceLog:
             keep=keep,
             queue_size=queue_size,
             flush_interval=flush_interval,
+            on_drop=on_drop,
         )
         self.rejected = 0
         self.logger: DivergenceLogger = structlog.wrap_logger(

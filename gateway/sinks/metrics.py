@@ -82,7 +82,94 @@ class Metrics:
             ["model", "version", "feature"],
             registry=r,
         )
+        cmp_labels = ["model", "comparison", "primary_version", "shadow_version"]
+        self.shadow_requests = Counter(
+            "gateway_shadow_requests_total",
+            "Mirrored requests by outcome: compared, error, timeout, dropped (queue full).",
+            ["model", "comparison", "primary_version", "shadow", "outcome"],
+            registry=r,
+        )
+        self.compared = Counter(
+            "gateway_divergence_compared_total",
+            "Primary answers compared with a shadow (or noise replay, or canary) answer.",
+            cmp_labels,
+            registry=r,
+        )
+        self.diverged = Counter(
+            "gateway_divergence_diverged_total",
+            "Compared answers judged diverged by the model's divergence rules.",
+            cmp_labels,
+            registry=r,
+        )
+        self.label_flips = Counter(
+            "gateway_divergence_label_flips_total",
+            "Compared answers whose top-1 label differs.",
+            cmp_labels,
+            registry=r,
+        )
+        self.divergence_max_abs = Histogram(
+            "gateway_divergence_max_abs",
+            "Largest absolute output difference per compared request, by output alias.",
+            [*cmp_labels, "output"],
+            buckets=(0, 1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 10.0),
+            registry=r,
+        )
+        self.shadow_latency = Histogram(
+            "gateway_shadow_latency_seconds",
+            "Mirrored call latency (shadow version, including its queueing in the batcher).",
+            ["model", "comparison", "shadow_version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.noise_deterministic = Gauge(
+            "gateway_noise_floor_deterministic",
+            "1 while the primary's replayed answers are identical, 0 once they are not.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.log_drops = Counter(
+            "gateway_divergence_log_dropped_total",
+            "Divergence log records dropped (queue full, I/O error, closed).",
+            ["reason"],
+            registry=r,
+        )
         self._server: Any = None
+
+    def shadow_outcome(
+        self, model: str, primary: int, shadow: Any, comparison: str, outcome: str
+    ) -> None:
+        """Count one mirrored request's outcome (`shadow` is a version or a label)."""
+        self.shadow_requests.labels(
+            model, comparison, str(primary), "" if shadow is None else str(shadow), outcome
+        ).inc()
+
+    def divergence(
+        self,
+        model: str,
+        comparison: str,
+        primary: int,
+        shadow: int,
+        result: Any,
+        latency_ms: float,
+    ) -> None:
+        """Record one comparison."""
+        labels = (model, comparison, str(primary), str(shadow))
+        self.shadow_requests.labels(model, comparison, str(primary), str(shadow), "compared").inc()
+        self.compared.labels(*labels).inc()
+        if result.diverged:
+            self.diverged.labels(*labels).inc()
+        if any(m.label_flip for m in result.outputs.values()):
+            self.label_flips.labels(*labels).inc()
+        for alias, m in result.outputs.items():
+            if m.max_abs is not None and m.max_abs == m.max_abs:
+                self.divergence_max_abs.labels(*labels, alias).observe(min(m.max_abs, 1e9))
+        self.shadow_latency.labels(model, comparison, str(shadow)).observe(latency_ms / 1e3)
+
+    def noise_floor(self, model: str, version: int, floor: Any) -> None:
+        """Export whether the primary is deterministic."""
+        self.noise_deterministic.labels(model, str(version)).set(
+            1.0 if floor.deterministic else 0.0
+        )
 
     def on_mismatches(self, model: str, version: int, mismatches: Any) -> None:
         """Count a request's feature-check mismatches."""

@@ -24,11 +24,13 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
         metrics: Metrics,
         reload: Callable[[], Awaitable[list[str]]],
         skew_report: Callable[[str], dict[int, dict[str, Any]]],
+        divergence_summary: Callable[[str], list[dict[str, Any]]],
     ) -> None:
         self.manager = manager
         self.metrics = metrics
         self._reload = reload
         self._skew_report = skew_report
+        self._divergence_summary = divergence_summary
         self._started = time.monotonic()
 
     @unary("admin.GetStatus")
@@ -85,4 +87,15 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
                     threshold = getattr(skew.thresholds, metric)
                     if threshold is not None:
                         setattr(entry, f"{metric}_threshold", threshold)
+        return response
+
+    @unary("admin.GetDivergenceSummary")
+    async def GetDivergenceSummary(self, request: Any, context: Any) -> Any:
+        """Live divergence figures per shadow lane of one model."""
+        if not request.model:
+            raise InvalidInput("model: expected a model name")
+        response = admin_pb2.GetDivergenceSummaryResponse(model=request.model)
+        for lane in self._divergence_summary(request.model):
+            entry = response.lanes.add(**{k: v for k, v in lane.items() if k != "max_abs"})
+            entry.max_abs.update(lane["max_abs"])
         return response

@@ -151,22 +151,32 @@ def test_divergence_log_survives_sigkill(tmp_path: Path) -> None:
         assert values == sorted(set(values)), run
 
 
+class _Tails:
+    """on_truncated callback collecting (path, offset, bytes)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[Path, int, int]] = []
+
+    def __call__(self, path: Path, offset: int, nbytes: int) -> None:
+        self.seen.append((path, offset, nbytes))
+
+
 def test_capture_survives_sigkill(tmp_path: Path) -> None:
     tf = pytest.importorskip("tensorflow")
     path = tmp_path / "cap" / "requests.tfrecord"
     for run in ("a", "b"):
         _kill_while_writing(CAPTURE_WRITER, path, run, min_rotations=3)
         for file in _files(path):
-            truncated: list[Any] = []
-            n = sum(1 for _ in iter_tfrecords(file, on_truncated=lambda *a: truncated.append(a)))
+            tails = _Tails()
+            n = sum(1 for _ in iter_tfrecords(file, on_truncated=tails))
             assert n > 0 or file == path
             if file != path:
-                assert not truncated, f"rotated file {file.name} has a truncated record"
+                assert not tails.seen, f"rotated file {file.name} has a truncated record"
                 assert sum(1 for _ in tf.data.TFRecordDataset(str(file))) == n
         CaptureWriter(path).close()  # repairs a truncated tail, if any
-        truncated = []
-        list(iter_tfrecords(path, on_truncated=lambda *a: truncated.append(a)))
-        assert not truncated
+        tails = _Tails()
+        list(iter_tfrecords(path, on_truncated=tails))
+        assert not tails.seen
         sum(1 for _ in tf.data.TFRecordDataset(str(path)))  # no DataLossError
 
 

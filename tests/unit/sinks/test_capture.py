@@ -114,7 +114,7 @@ def test_truncated_tail_is_reported_and_skipped(tmp_path: Path) -> None:
     for cut in (1, 5, 12, 20, one - 1):
         path.write_bytes(whole[: 2 * one + cut])
         reports: list[tuple[Path, int, int]] = []
-        logs = list(read_prediction_logs(path, on_truncated=lambda *a: reports.append(a)))
+        logs = list(read_prediction_logs(path, on_truncated=lambda *a, r=reports: r.append(a)))
         assert len(logs) == 2
         assert reports == [(path, 2 * one, cut)]
 

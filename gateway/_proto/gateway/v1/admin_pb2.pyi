@@ -110,3 +110,68 @@ class GetFeatureSkewResponse(_message.Message):
     model: str
     features: _containers.RepeatedCompositeFieldContainer[FeatureSkew]
     def __init__(self, model: _Optional[str] = ..., features: _Optional[_Iterable[_Union[FeatureSkew, _Mapping]]] = ...) -> None: ...
+
+class GetDivergenceSummaryRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class LaneSummary(_message.Message):
+    __slots__ = ("lane", "comparison", "target", "shadow_version", "offered", "compared", "diverged", "divergence_rate", "label_flips", "within_noise", "errors", "timeouts", "dropped", "queued", "mean_latency_ms", "max_abs", "noise_samples", "deterministic", "suppressed", "suspended")
+    class MaxAbsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    LANE_FIELD_NUMBER: _ClassVar[int]
+    COMPARISON_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_VERSION_FIELD_NUMBER: _ClassVar[int]
+    OFFERED_FIELD_NUMBER: _ClassVar[int]
+    COMPARED_FIELD_NUMBER: _ClassVar[int]
+    DIVERGED_FIELD_NUMBER: _ClassVar[int]
+    DIVERGENCE_RATE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FLIPS_FIELD_NUMBER: _ClassVar[int]
+    WITHIN_NOISE_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUTS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    MEAN_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ABS_FIELD_NUMBER: _ClassVar[int]
+    NOISE_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    DETERMINISTIC_FIELD_NUMBER: _ClassVar[int]
+    SUPPRESSED_FIELD_NUMBER: _ClassVar[int]
+    SUSPENDED_FIELD_NUMBER: _ClassVar[int]
+    lane: str
+    comparison: str
+    target: str
+    shadow_version: int
+    offered: int
+    compared: int
+    diverged: int
+    divergence_rate: float
+    label_flips: int
+    within_noise: int
+    errors: int
+    timeouts: int
+    dropped: int
+    queued: int
+    mean_latency_ms: float
+    max_abs: _containers.ScalarMap[str, float]
+    noise_samples: int
+    deterministic: bool
+    suppressed: int
+    suspended: bool
+    def __init__(self, lane: _Optional[str] = ..., comparison: _Optional[str] = ..., target: _Optional[str] = ..., shadow_version: _Optional[int] = ..., offered: _Optional[int] = ..., compared: _Optional[int] = ..., diverged: _Optional[int] = ..., divergence_rate: _Optional[float] = ..., label_flips: _Optional[int] = ..., within_noise: _Optional[int] = ..., errors: _Optional[int] = ..., timeouts: _Optional[int] = ..., dropped: _Optional[int] = ..., queued: _Optional[int] = ..., mean_latency_ms: _Optional[float] = ..., max_abs: _Optional[_Mapping[str, float]] = ..., noise_samples: _Optional[int] = ..., deterministic: _Optional[bool] = ..., suppressed: _Optional[int] = ..., suspended: _Optional[bool] = ...) -> None: ...
+
+class GetDivergenceSummaryResponse(_message.Message):
+    __slots__ = ("model", "lanes")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LANES_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    lanes: _containers.RepeatedCompositeFieldContainer[LaneSummary]
+    def __init__(self, model: _Optional[str] = ..., lanes: _Optional[_Iterable[_Union[LaneSummary, _Mapping]]] = ...) -> None: ...

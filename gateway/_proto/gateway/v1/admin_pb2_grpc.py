@@ -49,6 +49,11 @@ class AdminServiceStub:
                 request_serializer=gateway_dot_v1_dot_admin__pb2.GetFeatureSkewRequest.SerializeToString,
                 response_deserializer=gateway_dot_v1_dot_admin__pb2.GetFeatureSkewResponse.FromString,
                 _registered_method=True)
+        self.GetDivergenceSummary = channel.unary_unary(
+                '/gateway.v1.AdminService/GetDivergenceSummary',
+                request_serializer=gateway_dot_v1_dot_admin__pb2.GetDivergenceSummaryRequest.SerializeToString,
+                response_deserializer=gateway_dot_v1_dot_admin__pb2.GetDivergenceSummaryResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -75,6 +80,13 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDivergenceSummary(self, request, context):
+        """Live divergence figures of every shadow (and the noise replay) of a model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +104,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.GetFeatureSkew,
                     request_deserializer=gateway_dot_v1_dot_admin__pb2.GetFeatureSkewRequest.FromString,
                     response_serializer=gateway_dot_v1_dot_admin__pb2.GetFeatureSkewResponse.SerializeToString,
+            ),
+            'GetDivergenceSummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDivergenceSummary,
+                    request_deserializer=gateway_dot_v1_dot_admin__pb2.GetDivergenceSummaryRequest.FromString,
+                    response_serializer=gateway_dot_v1_dot_admin__pb2.GetDivergenceSummaryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +192,33 @@ class AdminService:
             '/gateway.v1.AdminService/GetFeatureSkew',
             gateway_dot_v1_dot_admin__pb2.GetFeatureSkewRequest.SerializeToString,
             gateway_dot_v1_dot_admin__pb2.GetFeatureSkewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDivergenceSummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.v1.AdminService/GetDivergenceSummary',
+            gateway_dot_v1_dot_admin__pb2.GetDivergenceSummaryRequest.SerializeToString,
+            gateway_dot_v1_dot_admin__pb2.GetDivergenceSummaryResponse.FromString,
             options,
             channel_credentials,
             insecure,
