@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from gateway.errors import ConfigError, InvalidInput
 from gateway.lifecycle.loader import LoadHook
 from gateway.lifecycle.manager import VersionManager
 from gateway.lifecycle.monitor import StateMonitor
+from gateway.routing.controller import RolloutController
 from gateway.serving.checks import SkewMonitor, build_checks, mismatch_record
 from gateway.serving.predictor import Predictor
 from gateway.serving.runner import VersionRunner
@@ -27,6 +30,7 @@ from gateway.serving.servable import LoadedVersion
 from gateway.serving.shadow import Mirror
 from gateway.sinks.metrics import Metrics
 from gateway.transport.admin import AdminServicer
+from gateway.transport.auth import AdminAuth, load_token
 from gateway.transport.model_service import ModelServicer
 from gateway.transport.prediction import PredictionServicer
 
@@ -75,6 +79,8 @@ class Gateway:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.manager: VersionManager | None = None
         self.mirror: Mirror | None = None
+        self.rollouts: RolloutController | None = None
+        self.replica = config.logging.replica or f"{socket.gethostname()}:{os.getpid()}"
 
     def _make_runner(self, model: ModelConfig, loaded: LoadedVersion) -> VersionRunner:
         checker, skew = build_checks(model, loaded)
@@ -99,6 +105,13 @@ class Gateway:
         """Bind the port, start serving, and begin loading every configured model."""
         self._loop = asyncio.get_running_loop()
         cfg = self.config.server
+        auth = AdminAuth(load_token(cfg))  # ConfigError before anything is bound
+        if not auth.enabled:
+            log.warning(
+                "admin_unauthenticated",
+                detail="no server.admin_token_file / admin_token_env: config reloads and "
+                "rollout actions are open to every client that reaches the port",
+            )
         _configure_tf_threads(cfg.tf_intra_op_threads, cfg.tf_inter_op_threads)
         self.manager = VersionManager(
             self.config,
@@ -116,25 +129,33 @@ class Gateway:
         ]
         self._server = grpc.aio.server(options=options)
         predictor = Predictor(self.manager, self._on_mismatches)
+        self.rollouts = RolloutController(
+            self.manager, self.metrics, self._canary_skew, replica=self.replica
+        )
         self.mirror = self._make_mirror()
         predictor.mirror = self.mirror
+        predictor.rollouts = self.rollouts
         self.predictor = predictor
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(predictor, self.metrics), self._server
-        )
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(self.manager, self.metrics, self.reload_tfs_config), self._server
-        )
-        admin_pb2_grpc.add_AdminServiceServicer_to_server(
+        servicers: list[Any] = [
+            PredictionServicer(predictor, self.metrics),
+            ModelServicer(self.manager, self.metrics, self.reload_tfs_config, auth),
             AdminServicer(
                 self.manager,
                 self.metrics,
                 self.reload,
                 self.skew_report,
                 self.divergence_summary,
+                self.rollouts,
+                auth,
             ),
-            self._server,
+        ]
+        for servicer in servicers:
+            servicer.replica = self.replica
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            servicers[0], self._server
         )
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(servicers[1], self._server)
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(servicers[2], self._server)
         self._health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
@@ -147,7 +168,11 @@ class Gateway:
             ],
             self._server,
         )
-        self.port = self._server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        address = f"{cfg.host}:{cfg.port}"
+        if cfg.tls is not None:
+            self.port = self._server.add_secure_port(address, _server_credentials(cfg))
+        else:
+            self.port = self._server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"could not bind {cfg.host}:{cfg.port}")
         if cfg.metrics_port is not None:
@@ -156,6 +181,7 @@ class Gateway:
         await self._health.set(OVERALL, health_pb2.HealthCheckResponse.SERVING)
         await self.manager.start()
         self.mirror.configure(self.config)
+        await self.rollouts.configure(self.config)
         self._on_table_change()
         self._skew_task = self._loop.create_task(self._skew_loop())
         log.info(
@@ -187,6 +213,8 @@ class Gateway:
             await self._health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(grace)
+        if self.rollouts is not None:
+            await self.rollouts.close()
         if self.mirror is not None:
             await self.mirror.close()
         if self.manager is not None:
@@ -229,7 +257,28 @@ class Gateway:
                 capture[model.name] = CaptureWriter(
                     model.capture.path, rotate_mb=model.capture.rotate_mb, keep=model.capture.keep
                 )
-        return Mirror(self.manager, self.metrics, divergence_log, capture)
+        return Mirror(
+            self.manager,
+            self.metrics,
+            divergence_log,
+            capture,
+            on_canary=self.rollouts.on_canary_compared if self.rollouts is not None else None,
+        )
+
+    def _canary_skew(self, model: str, version: int) -> float | None:
+        """The largest current feature skew of a version (JS for numeric, L-inf for
+        categorical features with enough values), for the rollout skew gate."""
+        assert self.manager is not None
+        view = self.manager.table.get(model)
+        runner = view.versions.get(version) if view is not None else None
+        if runner is None or runner.skew is None:
+            return None
+        values = [
+            f.linf if f.categorical else f.js
+            for f in runner.skew.report().values()
+            if f.num_values >= runner.skew.config.min_values
+        ]
+        return max(values, default=None)
 
     def divergence_summary(self, model: str) -> list[dict[str, Any]]:
         """Live per-shadow divergence figures of `model` (for the admin service)."""
@@ -291,5 +340,19 @@ class Gateway:
         self.config = config
         if self.mirror is not None:
             self.mirror.configure(config)
+        if self.rollouts is not None:
+            await self.rollouts.configure(config)
         log.info("config_reloaded", changes=changes)
         return changes
+
+
+def _server_credentials(cfg: Any) -> Any:
+    """TLS credentials of `server.tls`; with a client CA, clients must present a
+    certificate signed by it (mTLS)."""
+    tls = cfg.tls
+    ca = tls.client_ca_file.read_bytes() if tls.client_ca_file is not None else None
+    return grpc.ssl_server_credentials(
+        [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
+        root_certificates=ca,
+        require_client_auth=ca is not None,
+    )

@@ -1,4 +1,5 @@
-"""Command line: `gateway serve|status|reload|health|demo ...` (also `python -m gateway`)."""
+"""Command line: `gateway serve|status|reload|health|stats|rollout|inspect|report|replay|demo`
+(also `python -m gateway`)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(run())
+    except ConfigError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
@@ -67,17 +71,38 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _channel(target: str) -> Any:
+TOKEN_ENV = "GATEWAY_ADMIN_TOKEN"
+
+
+def _channel(args: argparse.Namespace) -> Any:
+    """A channel to `--target`: TLS when `--tls-ca` is given (mTLS with `--tls-cert/-key`)."""
     import grpc
 
-    return grpc.insecure_channel(target)
+    if args.tls_ca is None:
+        return grpc.insecure_channel(args.target)
+    cert = Path(args.tls_cert).read_bytes() if args.tls_cert else None
+    key = Path(args.tls_key).read_bytes() if args.tls_key else None
+    creds = grpc.ssl_channel_credentials(Path(args.tls_ca).read_bytes(), key, cert)
+    options = (
+        [("grpc.ssl_target_name_override", args.tls_server_name)] if args.tls_server_name else []
+    )
+    return grpc.secure_channel(args.target, creds, options=options)
+
+
+def _auth_metadata(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """`authorization: Bearer ...` from --token-file or $GATEWAY_ADMIN_TOKEN (if any)."""
+    import os
+
+    token = Path(args.token_file).read_text().strip() if args.token_file else None
+    token = token or os.environ.get(TOKEN_ENV, "").strip()
+    return [("authorization", f"Bearer {token}")] if token else []
 
 
 def _health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with _channel(args.target) as channel:
+    with _channel(args) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = stub.Check(
@@ -98,7 +123,7 @@ def _status(args: argparse.Namespace) -> int:
 
     from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
 
-    with _channel(args.target) as channel:
+    with _channel(args) as channel:
         stub = admin_pb2_grpc.AdminServiceStub(channel)
         try:
             reply = stub.GetStatus(admin_pb2.GetStatusRequest(model=args.model or ""), timeout=10)
@@ -123,10 +148,12 @@ def _reload(args: argparse.Namespace) -> int:
 
     from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
 
-    with _channel(args.target) as channel:
+    with _channel(args) as channel:
         stub = admin_pb2_grpc.AdminServiceStub(channel)
         try:
-            reply = stub.ReloadConfig(admin_pb2.ReloadConfigRequest(), timeout=60)
+            reply = stub.ReloadConfig(
+                admin_pb2.ReloadConfigRequest(), timeout=60, metadata=_auth_metadata(args)
+            )
         except grpc.RpcError as exc:
             print(f"{PROG}: error: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 1
@@ -139,7 +166,7 @@ def _stats(args: argparse.Namespace) -> int:
 
     from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
 
-    with _channel(args.target) as channel:
+    with _channel(args) as channel:
         stub = admin_pb2_grpc.AdminServiceStub(channel)
         try:
             reply = stub.GetFeatureSkew(
@@ -159,6 +186,13 @@ def _stats(args: argparse.Namespace) -> int:
             f"{f.psi:>8.4f}  {flag}"
         )
     return 0
+
+
+def _rollout(args: argparse.Namespace) -> int:
+    from gateway.rollout_cli import run_rollout
+
+    with _channel(args) as channel:
+        return run_rollout(args, channel, _auth_metadata(args))
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -189,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     target = argparse.ArgumentParser(add_help=False)
     target.add_argument("--target", default="127.0.0.1:8500", help="gateway address host:port")
+    target.add_argument("--tls-ca", help="CA certificate: connect with TLS")
+    target.add_argument("--tls-cert", help="client certificate (mTLS)")
+    target.add_argument("--tls-key", help="client private key (mTLS)")
+    target.add_argument("--tls-server-name", help="expected server name in its certificate")
+    target.add_argument(
+        "--token-file", help=f"admin bearer token for mutating calls (default: ${TOKEN_ENV})"
+    )
 
     health = sub.add_parser("health", parents=[target], help="gRPC health check (exit 0 = SERVING)")
     health.add_argument("--model", default="", help="model name (default: whole server)")
@@ -206,6 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("model")
     stats.set_defaults(func=_stats)
 
+    from gateway.rollout_cli import add_rollout_parser
+
+    add_rollout_parser(sub, target, _rollout)
+
     inspect = sub.add_parser("inspect", help="print a version's bundle (offline)")
     inspect.add_argument("version_dir")
     inspect.add_argument("--no-verify", action="store_true", help="skip the sha256 check")
@@ -215,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.report.cli import add_report_parser
 
     add_report_parser(sub)
+
+    from gateway.replay import add_replay_parser
+
+    add_replay_parser(sub)
 
     demo = sub.add_parser("demo", help="build a demo repository, serve it, send traffic")
     demo.add_argument("--dir", default="demo-run", help="working directory (recreated)")

@@ -8,7 +8,7 @@ Relative paths are resolved against the directory holding the config file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -22,9 +22,23 @@ from pydantic import (
 
 from gateway.errors import ConfigError
 
+if TYPE_CHECKING:
+    from gateway.routing.rollout import RolloutPlan
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_S = TypeVar("_S", bound=_Strict)
+
+
+class TlsConfig(_Strict):
+    """TLS for the gRPC port; with `client_ca_file`, clients must present a certificate (mTLS)."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
 
 
 class ServerConfig(_Strict):
@@ -38,6 +52,9 @@ class ServerConfig(_Strict):
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     tf_intra_op_threads: Annotated[int, Field(ge=0, le=256)] = 0
     tf_inter_op_threads: Annotated[int, Field(ge=0, le=256)] = 0
+    tls: TlsConfig | None = None
+    admin_token_file: Path | None = None
+    admin_token_env: str | None = None
 
 
 class LifecycleConfig(_Strict):
@@ -194,6 +211,54 @@ class CaptureConfig(_Strict):
     keep: Annotated[int, Field(ge=0)] = 5
 
 
+class RoutingKeyConfig(_Strict):
+    """Where a request's routing key comes from: a metadata header or an input feature."""
+
+    header: Annotated[str, Field(min_length=1)] | None = None
+    feature: Annotated[str, Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> RoutingKeyConfig:
+        if (self.header is None) == (self.feature is None):
+            raise ValueError("expected exactly one of {header: NAME}, {feature: NAME}")
+        return self
+
+
+class GatesConfig(_Strict):
+    """Rollout gate thresholds (maximums); a missing key turns that gate off."""
+
+    max_divergence_rate: Annotated[float, Field(ge=0)] | None = None
+    max_error_rate_ratio: Annotated[float, Field(gt=0)] | None = None
+    max_p99_latency_ratio: Annotated[float, Field(gt=0)] | None = None
+    max_feature_skew: Annotated[float, Field(ge=0)] | None = None
+
+
+class MinSamplesConfig(_Strict):
+    """How much evidence each gate needs before it is judged."""
+
+    compared: Annotated[int, Field(ge=1)] = 100
+    error_requests: Annotated[int, Field(ge=1)] = 50
+    primary_requests: Annotated[int, Field(ge=1)] = 100
+    latency: Annotated[int, Field(ge=1)] = 100
+
+
+class RolloutConfig(_Strict):
+    """A canary rollout of `candidate` against `primary` in weighted, gated steps."""
+
+    candidate: VersionRef
+    primary: VersionRef | None = None
+    routing_key: RoutingKeyConfig | None = None
+    steps: list[float] = [1.0, 5.0, 25.0, 50.0, 100.0]
+    min_requests_per_step: Annotated[int, Field(ge=0)] = 500
+    min_step_seconds: Annotated[float, Field(ge=0)] = 60.0
+    gates: GatesConfig = GatesConfig()
+    on_failure: Literal["rollback", "pause"] = "rollback"
+    compare_sample_rate: Annotated[float, Field(ge=0, le=1)] = 1.0
+    compare_timeout_ms: Annotated[int, Field(ge=1)] = 1000
+    min_samples: MinSamplesConfig = MinSamplesConfig()
+    auto_start: bool = False
+
+
 class ModelConfig(_Strict):
     """One model: its repository directory, version policy, labels and batching."""
 
@@ -209,19 +274,68 @@ class ModelConfig(_Strict):
     divergence: dict[str, OutputRuleConfig] = {}
     noise_sample_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
     capture: CaptureConfig = CaptureConfig()
+    rollout: RolloutConfig | None = None
 
     @model_validator(mode="after")
     def _references(self) -> ModelConfig:
         refs = [("primary", self.primary)] + [
             (f"shadows[{i}].version", s.version) for i, s in enumerate(self.shadows)
         ]
+        if self.rollout is not None:
+            refs += [
+                ("rollout.candidate", self.rollout.candidate),
+                ("rollout.primary", self.rollout.primary),
+            ]
         for where, ref in refs:
             if isinstance(ref, str) and ref not in self.version_labels:
                 raise ValueError(
                     f"{where}: label {ref!r} is not in version_labels "
                     f"({', '.join(sorted(self.version_labels)) or 'none defined'})"
                 )
+        if self.rollout is not None:
+            if self.rollout.primary is None and self.primary is None:
+                raise ValueError(
+                    "rollout.primary: required when the model has no `primary` "
+                    "(a version number or a label)"
+                )
+            self.rollout_plan()  # validates steps and versions; the message names the key
         return self
+
+    def rollout_plan(self) -> RolloutPlan | None:
+        """The rollout block as a `RolloutPlan`, labels resolved against `version_labels`
+        (the config's, not runtime overrides: a promotion moves labels)."""
+        if self.rollout is None:
+            return None
+        from gateway.routing.gates import Gates, MinSamples
+        from gateway.routing.rollout import RolloutPlan, RoutingKey
+
+        r = self.rollout
+
+        def version(ref: VersionRef | None) -> int:
+            assert ref is not None
+            return self.version_labels[ref] if isinstance(ref, str) else ref
+
+        key = None
+        if r.routing_key is not None:
+            key = (
+                RoutingKey("header", r.routing_key.header)
+                if r.routing_key.header is not None
+                else RoutingKey("feature", str(r.routing_key.feature))
+            )
+        try:
+            return RolloutPlan(
+                candidate=version(r.candidate),
+                primary=version(r.primary if r.primary is not None else self.primary),
+                steps=tuple(r.steps),
+                min_requests_per_step=r.min_requests_per_step,
+                min_step_seconds=r.min_step_seconds,
+                gates=Gates(**r.gates.model_dump()),
+                on_failure=r.on_failure,
+                routing_key=key,
+                min_samples=MinSamples(**r.min_samples.model_dump()),
+            )
+        except ValueError as exc:
+            raise ValueError(f"rollout.{exc}") from exc
 
     @field_validator("version_labels")
     @classmethod
@@ -232,12 +346,20 @@ class ModelConfig(_Strict):
         return value
 
 
+class RolloutsConfig(_Strict):
+    """Where rollout state is kept (shared by replicas) and how often rollouts are judged."""
+
+    state_dir: Path = Path("state")
+    tick_seconds: Annotated[float, Field(gt=0)] = 1.0
+
+
 class GatewayConfig(_Strict):
     """The whole gateway configuration file."""
 
     server: ServerConfig = ServerConfig()
     lifecycle: LifecycleConfig = LifecycleConfig()
     logging: LoggingConfig = LoggingConfig()
+    rollouts: RolloutsConfig = RolloutsConfig()
     models: list[ModelConfig] = []
 
     @field_validator("models")
@@ -302,15 +424,41 @@ def parse_config(data: Any, base_dir: Path) -> GatewayConfig:
             models[-1] = models[-1].model_copy(
                 update={"capture": model.capture.model_copy(update={"path": base_dir / capture})}
             )
-    logging = config.logging
+    return config.model_copy(
+        update={
+            "models": models,
+            "logging": _resolve_paths(config.logging, base_dir, ("file", "divergence_log")),
+            "rollouts": _resolve_paths(config.rollouts, base_dir, ("state_dir",)),
+            "server": _resolve_server(config.server, base_dir),
+        }
+    )
+
+
+def _resolve_paths(section: _S, base_dir: Path, keys: tuple[str, ...]) -> _S:
+    """A copy of `section` with the relative paths under `keys` resolved against `base_dir`."""
     updates = {}
-    for key in ("file", "divergence_log"):
-        value = getattr(logging, key)
+    for key in keys:
+        value = getattr(section, key)
         if value is not None and not value.is_absolute():
             updates[key] = base_dir / value
-    return config.model_copy(
-        update={"models": models, "logging": logging.model_copy(update=updates)}
-    )
+    return section.model_copy(update=updates)
+
+
+def _resolve_server(server: ServerConfig, base_dir: Path) -> ServerConfig:
+    updates: dict[str, Any] = {}
+    if server.tls is not None:
+        tls = _resolve_paths(server.tls, base_dir, ("cert_file", "key_file", "client_ca_file"))
+        for key in ("cert_file", "key_file", "client_ca_file"):
+            value = getattr(tls, key)
+            if value is not None and not value.is_file():
+                raise ConfigError(f"server.tls.{key}: file does not exist: {value}")
+        updates["tls"] = tls
+    resolved = _resolve_paths(server, base_dir, ("admin_token_file",))
+    if resolved.admin_token_file is not None and not resolved.admin_token_file.is_file():
+        raise ConfigError(
+            f"server.admin_token_file: file does not exist: {resolved.admin_token_file}"
+        )
+    return resolved.model_copy(update=updates)
 
 
 def load_config(path: str | Path) -> GatewayConfig:

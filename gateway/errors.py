@@ -1,8 +1,8 @@
 """The gateway's error kinds.
 
-Domain code raises these; `gateway.transport.status` maps each kind to a gRPC
-status code in one table. No grpc import here on purpose: the kinds describe
-what went wrong, not how a transport reports it.
+Domain code raises these; each kind names the gRPC status it is reported as
+(one table, `_STATUS_NAMES`), and `gateway.transport.status` turns the names
+into `grpc.StatusCode`s. No grpc import here on purpose.
 """
 
 from __future__ import annotations
@@ -25,6 +25,26 @@ class ErrorKind(enum.Enum):
     DEADLINE = "deadline"
     UNIMPLEMENTED = "unimplemented"
     INTERNAL = "internal"
+
+    @property
+    def status_name(self) -> str:
+        """The gRPC status code name this kind is reported as (e.g. "INVALID_ARGUMENT")."""
+        return _STATUS_NAMES[self]
+
+
+_STATUS_NAMES: dict[ErrorKind, str] = {
+    ErrorKind.NOT_FOUND: "NOT_FOUND",
+    ErrorKind.INVALID_INPUT: "INVALID_ARGUMENT",
+    ErrorKind.FAILED_PRECONDITION: "FAILED_PRECONDITION",
+    ErrorKind.UNAVAILABLE: "UNAVAILABLE",
+    ErrorKind.RESOURCE_EXHAUSTED: "RESOURCE_EXHAUSTED",
+    ErrorKind.UNAUTHENTICATED: "UNAUTHENTICATED",
+    ErrorKind.PERMISSION_DENIED: "PERMISSION_DENIED",
+    ErrorKind.DEADLINE: "DEADLINE_EXCEEDED",
+    ErrorKind.UNIMPLEMENTED: "UNIMPLEMENTED",
+    ErrorKind.INTERNAL: "INTERNAL",
+}
+"""The one table of error kind -> gRPC status name (`transport.status` turns it into codes)."""
 
 
 class GatewayError(Exception):

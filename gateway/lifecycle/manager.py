@@ -103,6 +103,7 @@ class _Model:
     missing_warned: bool = False
     label_overrides: dict[str, int] = field(default_factory=dict)
     primary_override: int | str | None = None
+    pinned: frozenset[int] = frozenset()
 
 
 class VersionManager:
@@ -183,6 +184,14 @@ class VersionManager:
         """Override the config's `primary` at runtime (None restores the config's)."""
         self._models[name].primary_override = primary
         self._publish()
+
+    def pin(self, name: str, versions: frozenset[int]) -> None:
+        """Keep `versions` of `name` aspired on top of the version policy (e.g. both arms
+        of a rollout); takes effect at the next poll. Replaces the previous pins."""
+        model = self._models.get(name)
+        if model is not None and model.pinned != versions:
+            model.pinned = versions
+            self.kick()
 
     async def start(self) -> None:
         """Scan every model once, start loading, and start the poll loop."""
@@ -289,7 +298,7 @@ class VersionManager:
             aspired = model.aspired
         else:
             model.missing_warned = False
-            aspired = cfg.version_policy.select(sorted(found))
+            aspired = cfg.version_policy.select(sorted(found)) | (model.pinned & set(found))
         model.aspired = set(aspired)
         for version in aspired:
             if version not in model.records and version in found:

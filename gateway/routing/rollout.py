@@ -59,6 +59,7 @@ __all__ = [
     "Status",
     "pause",
     "promote",
+    "release",
     "resume",
     "rollback",
     "set_weight",
@@ -71,7 +72,9 @@ DEFAULT_STEPS: Final = (1.0, 5.0, 25.0, 50.0, 100.0)
 MAX_HISTORY: Final = 500
 """Most decisions kept in ``RolloutState.history`` (oldest dropped first)."""
 
-Action = Literal["start", "advance", "hold", "pause", "resume", "rollback", "promote", "set_weight"]
+Action = Literal[
+    "start", "advance", "hold", "pause", "resume", "rollback", "promote", "set_weight", "release"
+]
 Actor = Literal["auto", "admin"]
 OnFailure = Literal["rollback", "pause"]
 KeySource = Literal["header", "feature"]
@@ -397,6 +400,9 @@ class RolloutState:
       candidate.
     * ``step_started_at`` is when the current step (re)started (None while
       PENDING); ``failed_gate`` names the failing gate(s) with figures.
+    * ``previous_primary`` is the primary a promotion replaced: it stays loaded
+      so that :func:`rollback` can revert the promotion at once, until
+      :func:`release` lets it go.
     """
 
     rollout_id: str
@@ -410,6 +416,7 @@ class RolloutState:
     failed_gate: str | None = None
     history: tuple[Decision, ...] = ()
     attempt: int = 1
+    previous_primary: int | None = None
 
     @classmethod
     def new(
@@ -459,6 +466,7 @@ class RolloutState:
             "weight": self.weight,
             "step_started_at": self.step_started_at,
             "failed_gate": self.failed_gate,
+            "previous_primary": self.previous_primary,
             "history": [d.to_dict() for d in self.history],
         }
 
@@ -485,6 +493,7 @@ class RolloutState:
         failed_gate = data.get("failed_gate")
         if failed_gate is not None and not isinstance(failed_gate, str):
             raise ValueError(f"failed_gate: expected a string or null, got {failed_gate!r}")
+        previous = data.get("previous_primary")
         history = data.get("history", [])
         if not isinstance(history, list):
             raise ValueError(f"history: expected a list, got {type(history).__name__}")
@@ -500,6 +509,7 @@ class RolloutState:
             failed_gate=failed_gate,
             history=tuple(Decision.from_dict(d, f"history[{i}]") for i, d in enumerate(history)),
             attempt=_integer(data.get("attempt", 1), "attempt", minimum=1),
+            previous_primary=None if previous is None else _integer(previous, "previous_primary"),
         )
 
 
@@ -644,6 +654,7 @@ def tick(state: RolloutState, plan: RolloutPlan, stats: StepStats, now: float) -
             decision,
             status=Status.PROMOTED,
             primary=state.candidate,
+            previous_primary=state.primary,
             weight=100.0,
             step_index=len(plan.steps) - 1,
             failed_gate=None,
@@ -732,7 +743,8 @@ def set_weight(
 def promote(
     state: RolloutState, now: float, reason: str = "", *, actor: Actor = "admin"
 ) -> Transition:
-    """PENDING / RUNNING / PAUSED -> PROMOTED: the candidate becomes the primary (weight 100).
+    """PENDING / RUNNING / PAUSED -> PROMOTED: the candidate becomes the primary (weight 100);
+    the old primary is kept as ``previous_primary`` (for :func:`rollback`).
 
     No-op when PROMOTED; InvalidTransition when ROLLED_BACK (start a new rollout).
     """
@@ -749,19 +761,70 @@ def promote(
         state.weight,
         100.0,
     )
-    return _record(state, decision, status=Status.PROMOTED, primary=state.candidate, weight=100.0)
+    return _record(
+        state,
+        decision,
+        status=Status.PROMOTED,
+        primary=state.candidate,
+        previous_primary=state.primary,
+        weight=100.0,
+    )
 
 
 def rollback(state: RolloutState, now: float, reason: str, *, actor: Actor = "admin") -> Transition:
     """PENDING / RUNNING / PAUSED -> ROLLED_BACK: weight 0, the primary answers everything.
 
     ``failed_gate`` is kept (a pause on a failed gate followed by a manual
-    rollback still names the gate). No-op when ROLLED_BACK; InvalidTransition
-    when PROMOTED (roll forward with a new rollout of the old version).
+    rollback still names the gate). From PROMOTED it reverts the promotion while
+    the old primary is still held (``previous_primary``): that version is the
+    primary again, at once. No-op when ROLLED_BACK; InvalidTransition when
+    PROMOTED and released (roll forward with a new rollout of the old version).
     """
     if state.status is Status.ROLLED_BACK:
         return state, None
     if state.status is Status.PROMOTED:
-        raise _refuse(state, "roll back")
+        if state.previous_primary is None:
+            raise _refuse(state, "roll back (the old primary was released)")
+        old = state.previous_primary
+        decision = Decision(
+            now,
+            "rollback",
+            reason or f"promotion reverted: version {old} is the primary again",
+            (),
+            actor,
+            state.weight,
+            0.0,
+        )
+        return _record(
+            state,
+            decision,
+            status=Status.ROLLED_BACK,
+            primary=old,
+            previous_primary=None,
+            weight=0.0,
+        )
     decision = Decision(now, "rollback", reason or "rolled back", (), actor, state.weight, 0.0)
     return _record(state, decision, status=Status.ROLLED_BACK, weight=0.0)
+
+
+def release(
+    state: RolloutState, now: float, reason: str = "", *, actor: Actor = "admin"
+) -> Transition:
+    """PROMOTED: stop holding the old primary (it may be unloaded; no more instant revert).
+
+    No-op when nothing is held; InvalidTransition from any status but PROMOTED.
+    """
+    if state.status is not Status.PROMOTED:
+        raise _refuse(state, "release the old primary of")
+    if state.previous_primary is None:
+        return state, None
+    decision = Decision(
+        now,
+        "release",
+        reason or f"old primary {state.previous_primary} released",
+        (),
+        actor,
+        state.weight,
+        state.weight,
+    )
+    return _record(state, decision, previous_primary=None)

@@ -117,7 +117,7 @@ def choose_arm(
     return Arm.CANARY if draw < fraction else Arm.PRIMARY
 
 
-RouteReason = Literal["explicit", "keyed", "random", "no_rollout"]
+RouteReason = Literal["explicit", "keyed", "random", "no_rollout", "fallback"]
 """Why a request got its arm: see :class:`RouteDecision`."""
 
 
@@ -131,7 +131,8 @@ class RouteDecision:
       rollout state at all).
     * ``reason``: ``"explicit"`` (the client asked for a version; the split is
       bypassed), ``"keyed"`` (hash split), ``"random"`` (keyless split),
-      ``"no_rollout"`` (no active rollout: the primary).
+      ``"no_rollout"`` (no active rollout: the primary), ``"fallback"`` (the
+      split chose the canary but it is not available: the primary answered).
 
     Only ``keyed`` and ``random`` decisions are part of the experiment (see
     :attr:`in_experiment`); explicit requests are biased (testers, pinned

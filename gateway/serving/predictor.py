@@ -6,7 +6,7 @@ Works on numpy arrays and plain values only; the transport converts protobuf.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -14,12 +14,14 @@ import numpy as np
 import structlog
 
 from gateway.analysis.feature_checks import Action, CheckKind, Mismatch
-from gateway.errors import InvalidInput
+from gateway.errors import GatewayError, InvalidInput
 from gateway.lifecycle.manager import VersionManager
+from gateway.routing.router import Arm, RouteDecision, key_hash_hex
 from gateway.serving.runner import VersionRunner
 from gateway.serving.servable import CLASSIFY, REGRESS, Arrays, LoadedVersion, Signature
 
 if TYPE_CHECKING:
+    from gateway.routing.controller import RolloutController
     from gateway.serving.shadow import Mirror
 
 
@@ -55,7 +57,9 @@ class Predictor:
         self._manager = manager
         self._on_mismatches = on_mismatches
         self.mirror: Mirror | None = None
-        """Set by the app when any model has shadows or noise replay."""
+        """Set by the app: shadows, noise replay and canary comparisons."""
+        self.rollouts: RolloutController | None = None
+        """Set by the app: canary rollouts (routing and per-arm statistics)."""
 
     def check_features(
         self, runner: VersionRunner, inputs: Arrays
@@ -89,15 +93,44 @@ class Predictor:
         return self.resolve(target).loaded
 
     async def predict(
-        self, target: Target, inputs: Arrays, output_filter: Sequence[str] = ()
+        self,
+        target: Target,
+        inputs: Arrays,
+        output_filter: Sequence[str] = (),
+        headers: Mapping[str, str] | None = None,
     ) -> Result:
-        """Validate `inputs` against the signature, run it (batched), apply `output_filter`."""
+        """Route, validate `inputs` against the signature, run it (batched), apply
+        `output_filter`; then offer the answer to the mirror (shadows, canary comparison).
+
+        A request naming neither version nor label is routed by the model's rollout (if
+        any) using `headers` or its inputs for the routing key; the split's requests are
+        recorded per arm for the rollout gates.
+        """
         started = time.perf_counter()
         view = self._manager.view(target.model)
-        runner = view.resolve(target.version, target.label)
+        route: RouteDecision | None = None
+        key: str | None = None
+        rollouts = self.rollouts
+        if rollouts is not None and target.version is None and target.label is None:
+            routed = rollouts.route(target.model, headers or {}, inputs)
+            if routed is not None:
+                route, key = routed
+        if route is not None and route.version is not None:
+            runner = view.versions.get(route.version)
+            if runner is None and route.arm is Arm.CANARY and rollouts is not None:
+                # the split chose a canary that is not available: the primary answers
+                primary_version = rollouts.primary_of(target.model)
+                route = RouteDecision(Arm.PRIMARY, primary_version, "fallback")
+                if primary_version is not None:
+                    runner = view.versions.get(primary_version)
+            if runner is None:
+                runner = view.resolve(route.version)  # NotFound naming what is available
+        else:
+            runner = view.resolve(target.version, target.label)
         runner.acquire()
         mismatches: list[Mismatch] = []
         raw = inputs
+        code = "OK"
         try:
             sig = runner.loaded.signature(target.signature)
             if output_filter:
@@ -112,31 +145,46 @@ class Predictor:
                 inputs, mismatches = self.check_features(runner, inputs)
             rows = sig.validate(inputs)
             outputs = await runner.run(sig, inputs, rows)
+        except GatewayError as exc:
+            code = exc.kind.status_name
+            raise
+        except Exception:
+            code = "INTERNAL"
+            raise
         finally:
             runner.release()
+            if route is not None and route.in_experiment and rollouts is not None:
+                rollouts.record(
+                    target.model, route.arm, runner.version, code, time.perf_counter() - started
+                )
         if output_filter:
             outputs = {k: outputs[k] for k in dict.fromkeys(output_filter)}
         mirror = self.mirror
         if mirror is not None and mirror.has_lanes(target.model):
+            canary = route is not None and route.arm is Arm.CANARY and route.in_experiment
             primary = view.primary_version()
-            if primary is None or primary == runner.version:
+            if canary or primary is None or primary == runner.version:
                 from gateway.serving.checks import mismatch_record
                 from gateway.serving.shadow import MirrorTask
 
                 context = structlog.contextvars.get_contextvars()
-                mirror.offer(
-                    MirrorTask(
-                        request_id=str(context.get("request_id", "")),
-                        model=target.model,
-                        signature=sig.name,
-                        inputs=dict(raw),
-                        primary_version=runner.version,
-                        primary_outputs=outputs,
-                        primary_latency_ms=(time.perf_counter() - started) * 1e3,
-                        primary_mismatches=[mismatch_record(m) for m in mismatches],
-                        routing_key_hash=context.get("routing_key_hash"),
-                    )
+                task = MirrorTask(
+                    request_id=str(context.get("request_id", "")),
+                    model=target.model,
+                    signature=sig.name,
+                    inputs=dict(raw),
+                    primary_version=runner.version,
+                    primary_outputs=outputs,
+                    primary_latency_ms=(time.perf_counter() - started) * 1e3,
+                    primary_mismatches=[mismatch_record(m) for m in mismatches],
+                    routing_key_hash=key_hash_hex(target.model, key) if key else None,
                 )
+                if canary:
+                    assert rollouts is not None
+                    task.compare_to = rollouts.primary_of(target.model)
+                    mirror.offer_canary(task)
+                else:
+                    mirror.offer(task)
         return Result(target.model, runner.version, sig.name, outputs)
 
     async def classify(self, target: Target, examples: np.ndarray) -> Result:

@@ -13,6 +13,11 @@ A `noise` lane replays a sample of requests to the primary itself: a
 deterministic primary shows zero divergence; a non-deterministic one (dropout
 left on, stateful ops) is reported once, and shadow divergence is judged
 against that noise floor.
+
+A `canary` lane exists while a model has a rollout: requests that the canary
+answered (`offer_canary`) are sent to the rollout's primary as the "shadow",
+and the comparison is recorded the right way round (primary = the rollout's
+primary, shadow = the canary) and reported to `on_canary` for the rollout gates.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +64,8 @@ class MirrorTask:
     primary_latency_ms: float
     primary_mismatches: list[dict[str, Any]]
     routing_key_hash: str | None
+    compare_to: int | None = None
+    """For canary tasks: the rollout's primary version, called as the "shadow"."""
     enqueued: float = field(default_factory=time.monotonic)
 
 
@@ -151,8 +158,11 @@ class Mirror:
         divergence_log: Any | None = None,
         capture: Mapping[str, Any] | None = None,
         rng: random.Random | None = None,
+        on_canary: Callable[[str, int, int, bool], None] | None = None,
     ) -> None:
         self._manager = manager
+        self._on_canary = on_canary
+        """Called with (model, primary version, canary version, diverged) per comparison."""
         self._metrics = metrics
         self._log = divergence_log
         self._capture = dict(capture or {})
@@ -191,6 +201,19 @@ class Mirror:
                     Lane(model.name, NOISE, None, model.noise_sample_rate, timeout / 1e3, 10_000, 8)
                 )
                 self.noise.setdefault(model.name, NoiseFloor())
+            if model.rollout is not None and model.rollout.compare_sample_rate > 0:
+                r = model.rollout
+                lanes.append(
+                    Lane(
+                        model.name,
+                        CANARY,
+                        None,
+                        r.compare_sample_rate,
+                        r.compare_timeout_ms / 1e3,
+                        10_000,
+                        8,
+                    )
+                )
             for lane in lanes:
                 for _ in range(lane.concurrency):
                     lane.workers.append(asyncio.get_running_loop().create_task(self._work(lane)))
@@ -240,9 +263,20 @@ class Mirror:
     # -- the request path ----------------------------------------------------------
 
     def offer(self, task: MirrorTask) -> None:
-        """Queue `task` on every lane of its model that samples it (never blocks)."""
+        """Queue a primary answer on every shadow/noise lane of its model that samples it
+        (never blocks)."""
+        self._offer(task, canary=False)
+
+    def offer_canary(self, task: MirrorTask) -> None:
+        """Queue a canary answer (with `task.compare_to` = the rollout's primary) on the
+        model's canary lane, if sampled (never blocks)."""
+        self._offer(task, canary=True)
+
+    def _offer(self, task: MirrorTask, canary: bool) -> None:
         now = time.monotonic()
         for lane in self._lanes.get(task.model, ()):
+            if (lane.comparison == CANARY) != canary:
+                continue
             if lane.sample_rate < 1.0 and self._rng.random() >= lane.sample_rate:
                 continue
             lane.stats.offered += 1
@@ -287,7 +321,9 @@ class Mirror:
         try:
             if view is None:
                 raise GatewayError(f"model '{task.model}' is no longer served")
-            if target is None:
+            if lane.comparison == CANARY:
+                runner = view.resolve(task.compare_to)
+            elif target is None:
                 runner = view.resolve(task.primary_version)
             elif isinstance(target, int):
                 runner = view.resolve(target)
@@ -352,7 +388,20 @@ class Mirror:
         assert shadow_version is not None
         keys = set(task.primary_outputs)
         shadow_outputs = {k: v for k, v in outputs.items() if k in keys}
-        comparison = compare(task.primary_outputs, shadow_outputs, self._rules.get(task.model))
+        primary_version = task.primary_version
+        latencies = {"primary": task.primary_latency_ms, "shadow": latency_ms}
+        mismatches = {"primary": task.primary_mismatches, "shadow": shadow_mismatches}
+        if lane.comparison == CANARY:
+            # the mirrored call answered for the primary; the client's answer came from the
+            # canary: compare (and log) them the right way round
+            comparison = compare(shadow_outputs, task.primary_outputs, self._rules.get(task.model))
+            primary_version, shadow_version = shadow_version, task.primary_version
+            latencies = {"primary": latency_ms, "shadow": task.primary_latency_ms}
+            mismatches = {"primary": shadow_mismatches, "shadow": task.primary_mismatches}
+            if self._on_canary is not None:
+                self._on_canary(task.model, primary_version, shadow_version, comparison.diverged)
+        else:
+            comparison = compare(task.primary_outputs, shadow_outputs, self._rules.get(task.model))
         floor = self.noise.get(task.model)
         within_noise: bool | None = None
         if lane.comparison == NOISE and floor is not None:
@@ -376,7 +425,7 @@ class Mirror:
         self._metrics.divergence(
             task.model,
             lane.comparison,
-            task.primary_version,
+            primary_version,
             shadow_version,
             comparison,
             latency_ms,
@@ -388,21 +437,15 @@ class Mirror:
                 request_id=task.request_id,
                 model=task.model,
                 comparison=lane.comparison,
-                primary_version=task.primary_version,
+                primary_version=primary_version,
                 shadow_version=shadow_version,
                 routing_key_hash=task.routing_key_hash,
                 rows=int(next(iter(task.inputs.values())).shape[0]) if task.inputs else 0,
-                latency_ms={
-                    "primary": round(task.primary_latency_ms, 3),
-                    "shadow": round(latency_ms, 3),
-                },
+                latency_ms={k: round(v, 3) for k, v in latencies.items()},
                 outputs=comparison.to_json(),
                 diverged=comparison.diverged,
                 within_noise=within_noise,
-                feature_mismatches={
-                    "primary": task.primary_mismatches,
-                    "shadow": shadow_mismatches,
-                },
+                feature_mismatches=mismatches,
                 features=first_row_features(
                     task.inputs, self._sensitive.get(task.model, frozenset())
                 ),

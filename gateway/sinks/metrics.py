@@ -133,7 +133,44 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.arm_requests = Counter(
+            "gateway_arm_requests_total",
+            "Requests split by a rollout, by arm (primary/canary), version and gRPC status.",
+            ["model", "arm", "version", "code"],
+            registry=r,
+        )
+        self.arm_latency = Histogram(
+            "gateway_arm_latency_seconds",
+            "Server-side latency of requests split by a rollout (successful ones), by arm.",
+            ["model", "arm", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.rollout_weight = Gauge(
+            "gateway_rollout_weight_percent",
+            "Percent of split traffic the rollout sends to the canary.",
+            ["model", "primary_version", "candidate_version"],
+            registry=r,
+        )
+        self.rollout_status = Gauge(
+            "gateway_rollout_status",
+            "1 for the status the model's rollout is in, 0 for the others.",
+            ["model", "status"],
+            registry=r,
+        )
+        self.rollout_decisions = Counter(
+            "gateway_rollout_decisions_total",
+            "Rollout decisions taken (start, advance, pause, rollback, promote, ...).",
+            ["model", "action", "actor"],
+            registry=r,
+        )
         self._server: Any = None
+
+    def arm_request(self, model: str, arm: str, version: int, code: str, seconds: float) -> None:
+        """Record one request split by a rollout."""
+        self.arm_requests.labels(model, arm, str(version), code).inc()
+        if code == "OK":
+            self.arm_latency.labels(model, arm, str(version)).observe(seconds)
 
     def shadow_outcome(
         self, model: str, primary: int, shadow: Any, comparison: str, outcome: str

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from gateway import __version__
 from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
-from gateway.errors import InvalidInput
+from gateway.errors import InvalidInput, NotFound
 from gateway.lifecycle.manager import VersionManager
 from gateway.lifecycle.states import VersionState
 from gateway.sinks.metrics import Metrics
+from gateway.transport.auth import AdminAuth
 from gateway.transport.calls import unary
+
+if TYPE_CHECKING:
+    from gateway.routing.controller import RolloutController
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
@@ -25,12 +30,16 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
         reload: Callable[[], Awaitable[list[str]]],
         skew_report: Callable[[str], dict[int, dict[str, Any]]],
         divergence_summary: Callable[[str], list[dict[str, Any]]],
+        rollouts: RolloutController | None = None,
+        auth: AdminAuth | None = None,
     ) -> None:
         self.manager = manager
         self.metrics = metrics
         self._reload = reload
         self._skew_report = skew_report
         self._divergence_summary = divergence_summary
+        self._rollouts = rollouts
+        self._auth = auth or AdminAuth(None)
         self._started = time.monotonic()
 
     @unary("admin.GetStatus")
@@ -62,6 +71,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
     async def ReloadConfig(self, request: Any, context: Any) -> Any:
         """Re-read the config file and apply it."""
         del request
+        self._auth.check(context, "ReloadConfig")
         return admin_pb2.ReloadConfigResponse(changes=await self._reload())
 
     @unary("admin.GetFeatureSkew")
@@ -99,3 +109,93 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
             entry = response.lanes.add(**{k: v for k, v in lane.items() if k != "max_abs"})
             entry.max_abs.update(lane["max_abs"])
         return response
+
+    @unary("admin.GetRollout")
+    async def GetRollout(self, request: Any, context: Any) -> Any:
+        """A model's rollout: state, per-arm step statistics, gates, history."""
+        return rollout_status(self._controller(request.model).status(request.model))
+
+    @unary("admin.UpdateRollout")
+    async def UpdateRollout(self, request: Any, context: Any) -> Any:
+        """A manual rollout action (needs the admin token when one is configured)."""
+        self._auth.check(context, "UpdateRollout")
+        controller = self._controller(request.model)
+        if request.action == admin_pb2.UpdateRolloutRequest.ACTION_UNSPECIFIED:
+            raise InvalidInput(
+                "action: expected START, PAUSE, RESUME, SET_WEIGHT, PROMOTE, ROLLBACK or RELEASE"
+            )
+        action = admin_pb2.UpdateRolloutRequest.Action.Name(request.action).lower()
+        weight = request.weight if action == "set_weight" else None
+        status = await controller.act(request.model, action, weight, request.reason)
+        return rollout_status(status)
+
+    def _controller(self, model: str) -> RolloutController:
+        if not model:
+            raise InvalidInput("model: expected a model name")
+        if self._rollouts is None:
+            raise NotFound(f"model '{model}' has no rollout configured")
+        return self._rollouts
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _arm(target: Any, arm: Mapping[str, Any]) -> None:
+    target.requests = arm["requests"]
+    target.errors = arm["errors"]
+    target.client_errors = arm["client_errors"]
+    target.error_rate = _nan(arm["error_rate"])
+    target.p50_ms = _nan(arm["p50_seconds"] and arm["p50_seconds"] * 1e3)
+    target.p99_ms = _nan(arm["p99_seconds"] and arm["p99_seconds"] * 1e3)
+    target.compared = arm["compared"]
+    target.diverged = arm["diverged"]
+    target.divergence_rate = _nan(arm["divergence_rate"])
+    target.max_feature_skew = _nan(arm["max_feature_skew"])
+
+
+def rollout_status(status: Mapping[str, Any]) -> Any:
+    """`RolloutController.status()` as a `RolloutStatus` message."""
+    out = admin_pb2.RolloutStatus(model=status["model"])
+    if "error" in status:
+        out.error = status["error"]
+        return out
+    st, plan, stats = status["state"], status["plan"], status["stats"]
+    out.rollout_id = st["rollout_id"]
+    out.status = st["status"]
+    out.primary_version = st["primary"]
+    out.candidate_version = st["candidate"]
+    out.weight = st["weight"]
+    out.steps.extend(plan["steps"])
+    out.step_index = st["step_index"]
+    out.step_started_at = st["step_started_at"] or 0.0
+    out.min_requests_per_step = plan["min_requests_per_step"]
+    out.min_step_seconds = plan["min_step_seconds"]
+    out.failed_gate = st["failed_gate"] or ""
+    out.previous_primary = st["previous_primary"] or 0
+    _arm(out.primary, stats["primary"])
+    _arm(out.canary, stats["canary"])
+    for gate in status["gates"]:
+        out.gates.add(
+            name=gate["name"],
+            value=_nan(gate["value"]),
+            threshold=gate["threshold"],
+            passed=gate["passed"],
+            judged=gate["judged"],
+            detail=gate["detail"],
+        )
+    for d in st["history"][-50:]:
+        out.history.add(
+            at=d["at"],
+            action=d["action"],
+            actor=d["actor"],
+            reason=d["reason"],
+            from_weight=d["from_weight"],
+            to_weight=d["to_weight"],
+        )
+    out.waiting_for = status["waiting_for"]
+    out.missing = status["missing"]
+    key = plan.get("routing_key")
+    out.routing_key = ":".join(next(iter(key.items()))) if key else ""
+    out.replica = status["replica"]
+    return out

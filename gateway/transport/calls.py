@@ -24,11 +24,13 @@ from gateway.transport.status import status_code
 log = structlog.get_logger("gateway.rpc")
 
 REQUEST_ID = "x-request-id"
+REPLICA = "x-gateway-replica"
 _Self = TypeVar("_Self", bound="HasMetrics")
 
 
 class HasMetrics:
-    """Servicers using `unary` expose their Metrics instance."""
+    """Servicers using `unary` expose their Metrics instance (and may name their replica,
+    returned as `x-gateway-replica` trailing metadata)."""
 
     metrics: Metrics
 
@@ -59,7 +61,8 @@ def unary(method: str) -> Callable[[Handler], Handler]:
         @functools.wraps(fn)
         async def wrapper(self: HasMetrics, request: Any, context: Any) -> Any:
             rid = request_id(context)
-            trailing = ((REQUEST_ID, rid),)
+            replica = getattr(self, "replica", "")
+            trailing = ((REQUEST_ID, rid), (REPLICA, replica)) if replica else ((REQUEST_ID, rid),)
             context.set_trailing_metadata(trailing)
             started = time.perf_counter()
             model, version = _model_of(request)

@@ -16,6 +16,7 @@ from gateway.errors import InvalidInput, NotFound
 from gateway.lifecycle.manager import VersionManager
 from gateway.lifecycle.states import VersionState
 from gateway.sinks.metrics import Metrics
+from gateway.transport.auth import AdminAuth
 from gateway.transport.calls import unary
 
 _TFS_STATE = {
@@ -34,10 +35,17 @@ ReloadFn = Callable[[Any], Awaitable[list[str]]]
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore[misc]
     """GetModelStatus and HandleReloadConfigRequest, as TF Serving answers them."""
 
-    def __init__(self, manager: VersionManager, metrics: Metrics, reload: ReloadFn) -> None:
+    def __init__(
+        self,
+        manager: VersionManager,
+        metrics: Metrics,
+        reload: ReloadFn,
+        auth: AdminAuth | None = None,
+    ) -> None:
         self.manager = manager
         self.metrics = metrics
         self._reload = reload
+        self._auth = auth or AdminAuth(None)
 
     @unary("GetModelStatus")
     async def GetModelStatus(self, request: Any, context: Any) -> Any:
@@ -69,6 +77,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):  # type: ignor
     @unary("HandleReloadConfigRequest")
     async def HandleReloadConfigRequest(self, request: Any, context: Any) -> Any:
         """Apply a TF Serving ModelServerConfig (model_config_list) as the new model list."""
+        self._auth.check(context, "HandleReloadConfigRequest")
         changes = await self._reload(request.config)
         response = model_management_pb2.ReloadConfigResponse()
         response.status.error_code = 0

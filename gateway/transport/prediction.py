@@ -55,7 +55,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         """TF Serving Predict."""
         target = target_of(request.model_spec)
         inputs = {alias: to_numpy(alias, tensor) for alias, tensor in request.inputs.items()}
-        result = await self.predictor.predict(target, inputs, list(request.output_filter))
+        headers = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        result = await self.predictor.predict(target, inputs, list(request.output_filter), headers)
         response = predict_pb2.PredictResponse()
         fill_spec(response.model_spec, result)
         for alias, array in result.outputs.items():

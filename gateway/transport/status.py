@@ -1,4 +1,4 @@
-"""The one table mapping our error kinds to gRPC status codes."""
+"""Error kinds as gRPC status codes (the names come from `gateway.errors`' one table)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,7 @@ import grpc
 from gateway.errors import ErrorKind
 
 STATUS: dict[ErrorKind, grpc.StatusCode] = {
-    ErrorKind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    ErrorKind.INVALID_INPUT: grpc.StatusCode.INVALID_ARGUMENT,
-    ErrorKind.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
-    ErrorKind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
-    ErrorKind.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    ErrorKind.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
-    ErrorKind.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
-    ErrorKind.DEADLINE: grpc.StatusCode.DEADLINE_EXCEEDED,
-    ErrorKind.UNIMPLEMENTED: grpc.StatusCode.UNIMPLEMENTED,
-    ErrorKind.INTERNAL: grpc.StatusCode.INTERNAL,
+    kind: getattr(grpc.StatusCode, kind.status_name) for kind in ErrorKind
 }
 
 

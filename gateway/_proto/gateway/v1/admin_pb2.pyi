@@ -1,4 +1,5 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -175,3 +176,143 @@ class GetDivergenceSummaryResponse(_message.Message):
     model: str
     lanes: _containers.RepeatedCompositeFieldContainer[LaneSummary]
     def __init__(self, model: _Optional[str] = ..., lanes: _Optional[_Iterable[_Union[LaneSummary, _Mapping]]] = ...) -> None: ...
+
+class GetRolloutRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class UpdateRolloutRequest(_message.Message):
+    __slots__ = ("model", "action", "weight", "reason")
+    class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        ACTION_UNSPECIFIED: _ClassVar[UpdateRolloutRequest.Action]
+        START: _ClassVar[UpdateRolloutRequest.Action]
+        PAUSE: _ClassVar[UpdateRolloutRequest.Action]
+        RESUME: _ClassVar[UpdateRolloutRequest.Action]
+        SET_WEIGHT: _ClassVar[UpdateRolloutRequest.Action]
+        PROMOTE: _ClassVar[UpdateRolloutRequest.Action]
+        ROLLBACK: _ClassVar[UpdateRolloutRequest.Action]
+        RELEASE: _ClassVar[UpdateRolloutRequest.Action]
+    ACTION_UNSPECIFIED: UpdateRolloutRequest.Action
+    START: UpdateRolloutRequest.Action
+    PAUSE: UpdateRolloutRequest.Action
+    RESUME: UpdateRolloutRequest.Action
+    SET_WEIGHT: UpdateRolloutRequest.Action
+    PROMOTE: UpdateRolloutRequest.Action
+    ROLLBACK: UpdateRolloutRequest.Action
+    RELEASE: UpdateRolloutRequest.Action
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    action: UpdateRolloutRequest.Action
+    weight: float
+    reason: str
+    def __init__(self, model: _Optional[str] = ..., action: _Optional[_Union[UpdateRolloutRequest.Action, str]] = ..., weight: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ArmSummary(_message.Message):
+    __slots__ = ("requests", "errors", "client_errors", "error_rate", "p50_ms", "p99_ms", "compared", "diverged", "divergence_rate", "max_feature_skew")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
+    P50_MS_FIELD_NUMBER: _ClassVar[int]
+    P99_MS_FIELD_NUMBER: _ClassVar[int]
+    COMPARED_FIELD_NUMBER: _ClassVar[int]
+    DIVERGED_FIELD_NUMBER: _ClassVar[int]
+    DIVERGENCE_RATE_FIELD_NUMBER: _ClassVar[int]
+    MAX_FEATURE_SKEW_FIELD_NUMBER: _ClassVar[int]
+    requests: int
+    errors: int
+    client_errors: int
+    error_rate: float
+    p50_ms: float
+    p99_ms: float
+    compared: int
+    diverged: int
+    divergence_rate: float
+    max_feature_skew: float
+    def __init__(self, requests: _Optional[int] = ..., errors: _Optional[int] = ..., client_errors: _Optional[int] = ..., error_rate: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., compared: _Optional[int] = ..., diverged: _Optional[int] = ..., divergence_rate: _Optional[float] = ..., max_feature_skew: _Optional[float] = ...) -> None: ...
+
+class GateStatus(_message.Message):
+    __slots__ = ("name", "value", "threshold", "passed", "judged", "detail")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    JUDGED_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: float
+    threshold: float
+    passed: bool
+    judged: bool
+    detail: str
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[float] = ..., threshold: _Optional[float] = ..., passed: _Optional[bool] = ..., judged: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class RolloutDecision(_message.Message):
+    __slots__ = ("at", "action", "actor", "reason", "from_weight", "to_weight")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    FROM_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    TO_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    at: float
+    action: str
+    actor: str
+    reason: str
+    from_weight: float
+    to_weight: float
+    def __init__(self, at: _Optional[float] = ..., action: _Optional[str] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ..., from_weight: _Optional[float] = ..., to_weight: _Optional[float] = ...) -> None: ...
+
+class RolloutStatus(_message.Message):
+    __slots__ = ("model", "rollout_id", "status", "primary_version", "candidate_version", "weight", "steps", "step_index", "step_started_at", "min_requests_per_step", "min_step_seconds", "failed_gate", "previous_primary", "primary", "canary", "gates", "history", "waiting_for", "missing", "routing_key", "replica", "error")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    STEP_INDEX_FIELD_NUMBER: _ClassVar[int]
+    STEP_STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    MIN_REQUESTS_PER_STEP_FIELD_NUMBER: _ClassVar[int]
+    MIN_STEP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FAILED_GATE_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    CANARY_FIELD_NUMBER: _ClassVar[int]
+    GATES_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FOR_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_KEY_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    rollout_id: str
+    status: str
+    primary_version: int
+    candidate_version: int
+    weight: float
+    steps: _containers.RepeatedScalarFieldContainer[float]
+    step_index: int
+    step_started_at: float
+    min_requests_per_step: int
+    min_step_seconds: float
+    failed_gate: str
+    previous_primary: int
+    primary: ArmSummary
+    canary: ArmSummary
+    gates: _containers.RepeatedCompositeFieldContainer[GateStatus]
+    history: _containers.RepeatedCompositeFieldContainer[RolloutDecision]
+    waiting_for: str
+    missing: str
+    routing_key: str
+    replica: str
+    error: str
+    def __init__(self, model: _Optional[str] = ..., rollout_id: _Optional[str] = ..., status: _Optional[str] = ..., primary_version: _Optional[int] = ..., candidate_version: _Optional[int] = ..., weight: _Optional[float] = ..., steps: _Optional[_Iterable[float]] = ..., step_index: _Optional[int] = ..., step_started_at: _Optional[float] = ..., min_requests_per_step: _Optional[int] = ..., min_step_seconds: _Optional[float] = ..., failed_gate: _Optional[str] = ..., previous_primary: _Optional[int] = ..., primary: _Optional[_Union[ArmSummary, _Mapping]] = ..., canary: _Optional[_Union[ArmSummary, _Mapping]] = ..., gates: _Optional[_Iterable[_Union[GateStatus, _Mapping]]] = ..., history: _Optional[_Iterable[_Union[RolloutDecision, _Mapping]]] = ..., waiting_for: _Optional[str] = ..., missing: _Optional[str] = ..., routing_key: _Optional[str] = ..., replica: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...

@@ -54,6 +54,16 @@ class AdminServiceStub:
                 request_serializer=gateway_dot_v1_dot_admin__pb2.GetDivergenceSummaryRequest.SerializeToString,
                 response_deserializer=gateway_dot_v1_dot_admin__pb2.GetDivergenceSummaryResponse.FromString,
                 _registered_method=True)
+        self.GetRollout = channel.unary_unary(
+                '/gateway.v1.AdminService/GetRollout',
+                request_serializer=gateway_dot_v1_dot_admin__pb2.GetRolloutRequest.SerializeToString,
+                response_deserializer=gateway_dot_v1_dot_admin__pb2.RolloutStatus.FromString,
+                _registered_method=True)
+        self.UpdateRollout = channel.unary_unary(
+                '/gateway.v1.AdminService/UpdateRollout',
+                request_serializer=gateway_dot_v1_dot_admin__pb2.UpdateRolloutRequest.SerializeToString,
+                response_deserializer=gateway_dot_v1_dot_admin__pb2.RolloutStatus.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -87,6 +97,21 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRollout(self, request, context):
+        """A model's canary rollout: state, step statistics per arm, gates, recent decisions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateRollout(self, request, context):
+        """Start, pause, resume, set the weight of, promote, roll back or release a rollout.
+        Mutating: needs `authorization: Bearer <token>` when a token is configured.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +134,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.GetDivergenceSummary,
                     request_deserializer=gateway_dot_v1_dot_admin__pb2.GetDivergenceSummaryRequest.FromString,
                     response_serializer=gateway_dot_v1_dot_admin__pb2.GetDivergenceSummaryResponse.SerializeToString,
+            ),
+            'GetRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRollout,
+                    request_deserializer=gateway_dot_v1_dot_admin__pb2.GetRolloutRequest.FromString,
+                    response_serializer=gateway_dot_v1_dot_admin__pb2.RolloutStatus.SerializeToString,
+            ),
+            'UpdateRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateRollout,
+                    request_deserializer=gateway_dot_v1_dot_admin__pb2.UpdateRolloutRequest.FromString,
+                    response_serializer=gateway_dot_v1_dot_admin__pb2.RolloutStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +254,60 @@ class AdminService:
             '/gateway.v1.AdminService/GetDivergenceSummary',
             gateway_dot_v1_dot_admin__pb2.GetDivergenceSummaryRequest.SerializeToString,
             gateway_dot_v1_dot_admin__pb2.GetDivergenceSummaryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.v1.AdminService/GetRollout',
+            gateway_dot_v1_dot_admin__pb2.GetRolloutRequest.SerializeToString,
+            gateway_dot_v1_dot_admin__pb2.RolloutStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.v1.AdminService/UpdateRollout',
+            gateway_dot_v1_dot_admin__pb2.UpdateRolloutRequest.SerializeToString,
+            gateway_dot_v1_dot_admin__pb2.RolloutStatus.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,468 @@
+"""Runs every model's canary rollout on the event loop: routing, step statistics, gates,
+durable state, and the manual actions of the admin service.
+
+Contract:
+
+* The request path calls :meth:`RolloutController.route` (a dict lookup and, for a
+  keyed request, one sha256; no I/O, no lock) and :meth:`RolloutController.record`
+  (counter increments). Nothing else here runs per request.
+* Everything that touches the shared state file (:class:`RolloutStore`) runs on a
+  worker thread, as a locked read-modify-write that re-applies the pure transition
+  to the *newest* stored state: replicas sharing ``rollouts.state_dir`` never
+  overwrite each other's decisions, and each replica re-reads the file every
+  ``rollouts.tick_seconds`` so it follows what another replica decided.
+* Effects of a state on serving are applied idempotently by :meth:`_apply`: both arms
+  (and, after a promotion, the old primary) are pinned loaded, and the model's
+  primary (its label when the config names the primary by label) points at
+  ``state.primary``.
+* Every decision, automatic or manual, is one ``rollout_decision`` log record with
+  its reason and gate figures, and a ``gateway_rollout_decisions_total`` increment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import structlog
+
+from gateway.config import GatewayConfig, ModelConfig
+from gateway.errors import FailedPrecondition, InvalidInput, NotFound
+from gateway.lifecycle.states import VersionState
+from gateway.routing import rollout as ro
+from gateway.routing.arm_stats import StepStats
+from gateway.routing.gates import evaluate
+from gateway.routing.rollout import (
+    Decision,
+    InvalidTransition,
+    RolloutPlan,
+    RolloutState,
+    Status,
+)
+from gateway.routing.router import Arm, RouteDecision, decide
+from gateway.routing.store import CorruptStateError, RolloutStore
+
+log = structlog.get_logger("gateway.rollout")
+
+ACTIONS = ("start", "pause", "resume", "set_weight", "promote", "rollback", "release")
+"""Manual actions accepted by :meth:`RolloutController.act`."""
+
+SkewSource = Callable[[str, int], float | None]
+"""(model, version) -> the version's largest current feature skew (JS / L-inf), or None."""
+
+
+@dataclass
+class _Rollout:
+    """One model's rollout as this replica sees it."""
+
+    config: ModelConfig
+    plan: RolloutPlan
+    state: RolloutState
+    stats: StepStats
+    waiting_for: str = ""
+
+
+def routing_key(
+    plan: RolloutPlan, headers: Mapping[str, str], inputs: Mapping[str, Any]
+) -> str | None:
+    """The request's routing key: the configured header, or the first row's value of the
+    configured input feature (a request's rows all follow its first row); None if absent."""
+    rk = plan.routing_key
+    if rk is None:
+        return None
+    if rk.source == "header":
+        value = headers.get(rk.name)
+        return value if isinstance(value, str) and value else None
+    array = inputs.get(rk.name)
+    if not isinstance(array, np.ndarray) or array.size == 0:
+        return None
+    first = array.reshape(-1)[0]
+    if isinstance(first, bytes | np.bytes_):
+        return bytes(first).decode("utf-8", "replace")
+    return str(first.item() if isinstance(first, np.generic) else first)
+
+
+class RolloutController:
+    """All rollouts of one gateway; see the module docstring for the threading contract."""
+
+    def __init__(
+        self,
+        manager: Any,
+        metrics: Any,
+        skew_of: SkewSource | None = None,
+        *,
+        replica: str = "",
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._manager = manager
+        self._metrics = metrics
+        self._skew_of = skew_of
+        self._replica = replica
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._rollouts: dict[str, _Rollout] = {}
+        self._errors: dict[str, str] = {}
+        self._store: RolloutStore | None = None
+        self._tick_seconds = 1.0
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # one state change at a time in this process
+
+    # -- configuration -------------------------------------------------------------
+
+    async def configure(self, config: GatewayConfig) -> None:
+        """Adopt the config's rollout blocks: restore each model's stored state (or create a
+        PENDING one for a new candidate) and apply it. Call on the event loop."""
+        self._tick_seconds = config.rollouts.tick_seconds
+        if any(m.rollout is not None for m in config.models):
+            self._store = await asyncio.to_thread(RolloutStore, config.rollouts.state_dir)
+        async with self._lock:
+            configured = {m.name for m in config.models if m.rollout is not None}
+            for name in [n for n in self._rollouts if n not in configured]:
+                del self._rollouts[name]
+                self._release_effects(name, config.model(name))
+            for model in config.models:
+                plan = model.rollout_plan()
+                if plan is not None:
+                    await self._configure_model(model, plan)
+        if self._task is None and self._store is not None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _configure_model(self, model: ModelConfig, plan: RolloutPlan) -> None:
+        assert self._store is not None
+        name = model.name
+
+        def adopt(current: RolloutState | None) -> RolloutState:
+            if current is not None and current.candidate == plan.candidate:
+                return current
+            return RolloutState.new(name, plan, previous=current)
+
+        try:
+            state = await asyncio.to_thread(self._store.update, name, adopt)
+        except CorruptStateError as exc:
+            self._errors[name] = str(exc)
+            self._rollouts.pop(name, None)
+            log.error("rollout_state_corrupt", model=name, error=str(exc))
+            return
+        assert state is not None
+        self._errors.pop(name, None)
+        old = self._rollouts.get(name)
+        stats = StepStats(started_at=self._clock(), step=state.step_token)
+        if old is not None and old.state.step_token == state.step_token:
+            stats = old.stats
+        self._rollouts[name] = _Rollout(model, plan, state, stats)
+        self._apply(self._rollouts[name])
+        log.info(
+            "rollout_configured",
+            model=name,
+            rollout_id=state.rollout_id,
+            status=state.status.value,
+            weight=state.weight,
+            primary=state.primary,
+            candidate=state.candidate,
+        )
+
+    async def close(self) -> None:
+        """Stop the periodic evaluation."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    # -- the request path ----------------------------------------------------------
+
+    def route(
+        self, model: str, headers: Mapping[str, str], inputs: Mapping[str, Any]
+    ) -> tuple[RouteDecision, str | None] | None:
+        """Where a request that names no version goes, and its routing key; None when the
+        model has no rollout."""
+        r = self._rollouts.get(model)
+        if r is None:
+            return None
+        key = routing_key(r.plan, headers, inputs) if r.state.is_active else None
+        return decide(None, key, r.state, self._rng), key
+
+    def primary_of(self, model: str) -> int | None:
+        """The rollout's primary version (None without a rollout)."""
+        r = self._rollouts.get(model)
+        return None if r is None else r.state.primary
+
+    def record(self, model: str, arm: Arm, version: int, code: str, seconds: float) -> None:
+        """Count one request the split assigned (its gRPC status name and latency)."""
+        self._metrics.arm_request(model, arm.value, version, code, seconds)
+        r = self._rollouts.get(model)
+        if r is not None and r.state.is_active:
+            r.stats.record(arm, code, seconds)
+
+    def on_canary_compared(self, model: str, primary: int, canary: int, diverged: bool) -> None:
+        """A canary answer was compared with the primary's (the mirror's canary lane)."""
+        r = self._rollouts.get(model)
+        if (
+            r is not None
+            and r.state.is_active
+            and (r.state.primary, r.state.candidate) == (primary, canary)
+        ):
+            r.stats.canary.record_comparison(diverged)
+
+    # -- periodic evaluation -------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._tick_seconds)
+            for name in list(self._rollouts):
+                try:
+                    await self.tick(name)
+                except Exception:
+                    log.exception("rollout_tick_failed", model=name)
+
+    async def tick(self, name: str) -> None:
+        """One evaluation of `name`'s rollout: follow the stored state, auto-start, feed the
+        skew gate, judge the step and persist what changed."""
+        assert self._store is not None
+        r = self._rollouts.get(name)
+        if r is None:
+            return
+        try:
+            stored = await asyncio.to_thread(self._store.load, name)
+        except CorruptStateError as exc:
+            log.error("rollout_state_corrupt", model=name, error=str(exc))
+            return
+        if stored is not None and stored != r.state:
+            self._adopt(r, stored)
+        state = r.state
+        if state.status is Status.PENDING and r.config.rollout and r.config.rollout.auto_start:
+            if not self._missing(r):
+                await self.act(name, "start", actor="auto", reason="auto_start")
+            return
+        if state.status is not Status.RUNNING:
+            return
+        missing = self._missing(r, candidate_only=True)
+        if missing and self._failed(name, state.candidate):
+            reason = f"candidate version {state.candidate} is not available ({missing})"
+            at = self._clock()
+
+            def fail(current: RolloutState | None) -> RolloutState | None:
+                if current is None:
+                    return None
+                return ro.rollback(current, at, reason, actor="auto")[0]
+
+            await self._commit(r, fail)
+            return
+        if self._skew_of is not None:
+            skew = self._skew_of(name, state.candidate)
+            if skew is not None:
+                r.stats.canary.record_skew(skew)
+        now = self._clock()
+        new, decision = ro.tick(state, r.plan, r.stats, now)
+        if decision is None:
+            return
+        if decision.action == "hold":
+            if decision.reason != r.waiting_for:
+                log.debug("rollout_hold", model=name, reason=decision.reason)
+            r.waiting_for = decision.reason
+            return
+        snapshot = copy.deepcopy(r.stats)
+        plan = r.plan
+
+        def judged(current: RolloutState | None) -> RolloutState | None:
+            if current is None:
+                return None
+            if current == state:
+                return new
+            return ro.tick(current, plan, snapshot, now)[0]
+
+        await self._commit(r, judged)
+
+    # -- manual actions ------------------------------------------------------------
+
+    async def act(
+        self,
+        name: str,
+        action: str,
+        weight: float | None = None,
+        reason: str = "",
+        *,
+        actor: ro.Actor = "admin",
+    ) -> dict[str, Any]:
+        """Apply a manual action (see `ACTIONS`) and return the new status.
+
+        Raises NotFound (no rollout for `name`), FailedPrecondition (not allowed in the
+        current status, or a version it needs is not available) or InvalidInput.
+        """
+        r = self._rollout(name)
+        if action not in ACTIONS:
+            raise InvalidInput(f"action: expected one of {', '.join(ACTIONS)}, got {action!r}")
+        if action in ("start", "resume", "set_weight"):
+            missing = self._missing(r)
+            if missing:
+                raise FailedPrecondition(f"cannot {action} the rollout of '{name}': {missing}")
+        if action == "set_weight" and weight is None:
+            raise InvalidInput("weight: expected a percentage in (0, 100]")
+        plan = r.plan
+        now = self._clock()
+
+        def change(current: RolloutState | None) -> RolloutState:
+            cur = current if current is not None else r.state
+            if action == "start":
+                if cur.status is Status.ROLLED_BACK:
+                    cur = RolloutState.new(name, plan, previous=cur)
+                elif cur.status is Status.PROMOTED:
+                    raise InvalidTransition(
+                        f"rollout {cur.rollout_id} already promoted version {cur.candidate}; "
+                        "name a new candidate in the config to start another rollout"
+                    )
+                return ro.start(cur, plan, now, actor=actor)[0]
+            if action == "set_weight":
+                assert weight is not None
+                return ro.set_weight(cur, plan, weight, now, reason, actor=actor)[0]
+            if action == "rollback":
+                return ro.rollback(cur, now, reason or "rolled back by an operator", actor=actor)[0]
+            fn = {"pause": ro.pause, "resume": ro.resume, "promote": ro.promote}.get(action)
+            if fn is not None:
+                return fn(cur, now, reason, actor=actor)[0]
+            return ro.release(cur, now, reason, actor=actor)[0]
+
+        try:
+            await self._commit(r, change)
+        except InvalidTransition as exc:
+            raise FailedPrecondition(str(exc)) from exc
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from exc
+        return self.status(name)
+
+    # -- status --------------------------------------------------------------------
+
+    def models(self) -> list[str]:
+        """Models with a configured rollout (including ones whose state is unreadable)."""
+        return sorted({*self._rollouts, *self._errors})
+
+    def status(self, name: str) -> dict[str, Any]:
+        """Everything about `name`'s rollout as plain data (admin service, CLI)."""
+        if name in self._errors:
+            return {"model": name, "error": self._errors[name]}
+        r = self._rollout(name)
+        st = r.state
+        gates = [g.to_dict() for g in evaluate(r.plan.gates, r.stats, r.plan.min_samples)]
+        return {
+            "model": name,
+            "replica": self._replica,
+            "state": st.to_dict(),
+            "plan": r.plan.to_dict(),
+            "stats": r.stats.to_dict(),
+            "gates": gates,
+            "waiting_for": r.waiting_for if st.status is Status.RUNNING else "",
+            "missing": self._missing(r),
+        }
+
+    # -- internals -----------------------------------------------------------------
+
+    def _rollout(self, name: str) -> _Rollout:
+        r = self._rollouts.get(name)
+        if r is None:
+            if name in self._errors:
+                raise FailedPrecondition(self._errors[name])
+            self._manager.view(name)  # NotFound for unknown models
+            raise NotFound(f"model '{name}' has no rollout configured")
+        return r
+
+    def _missing(self, r: _Rollout, candidate_only: bool = False) -> str:
+        """'' when both arms are available, else which version is not (and its state)."""
+        view = self._manager.table.get(r.config.name)
+        versions = view.versions if view is not None else {}
+        wanted = [("candidate", r.state.candidate)]
+        if not candidate_only:
+            wanted.append(("primary", r.state.primary))
+        missing = [
+            f"{role} version {v} is not available" for role, v in wanted if v not in versions
+        ]
+        return "; ".join(missing)
+
+    def _failed(self, name: str, version: int) -> bool:
+        return any(
+            s.version == version and s.state in (VersionState.FAILED, VersionState.END)
+            for s in self._manager.statuses(name)
+        )
+
+    async def _commit(
+        self, r: _Rollout, change: Callable[[RolloutState | None], RolloutState | None]
+    ) -> None:
+        """Apply `change` to the newest stored state under the store's lock; adopt and log
+        the result."""
+        assert self._store is not None
+        async with self._lock:
+            name = r.config.name
+            new = await asyncio.to_thread(self._store.update, name, change)
+            if new is not None and new != r.state:
+                self._adopt(r, new)
+
+    def _adopt(self, r: _Rollout, new: RolloutState) -> None:
+        """Make `new` this replica's state: log decisions it has that ours has not, reset
+        the step statistics on a new step, apply the effects."""
+        old = r.state
+        if new.rollout_id == old.rollout_id:
+            fresh = new.history[len(old.history) :] if len(new.history) >= len(old.history) else ()
+        else:
+            fresh = new.history
+        for decision in fresh:
+            self._log_decision(new, decision)
+        if new.step_token != r.stats.step:
+            r.stats.reset(self._clock(), new.step_token)
+        r.state = new
+        r.waiting_for = ""
+        self._apply(r)
+
+    def _log_decision(self, state: RolloutState, decision: Decision) -> None:
+        self._metrics.rollout_decisions.labels(state.model, decision.action, decision.actor).inc()
+        log.info(
+            "rollout_decision",
+            model=state.model,
+            rollout_id=state.rollout_id,
+            action=decision.action,
+            actor=decision.actor,
+            reason=decision.reason,
+            from_weight=decision.from_weight,
+            to_weight=decision.to_weight,
+            gates=list(decision.gates),
+            status=state.status.value,
+            primary=state.primary,
+            candidate=state.candidate,
+            failed_gate=state.failed_gate,
+            replica=self._replica,
+        )
+
+    def _apply(self, r: _Rollout) -> None:
+        st = r.state
+        name = r.config.name
+        pins = {st.primary}
+        if st.status in (Status.PENDING, Status.RUNNING, Status.PAUSED):
+            pins.add(st.candidate)
+        if st.previous_primary is not None:
+            pins.add(st.previous_primary)
+        self._manager.pin(name, frozenset(pins))
+        label = r.config.primary if isinstance(r.config.primary, str) else None
+        if label is not None:
+            self._manager.set_label(name, label, st.primary)
+        else:
+            self._manager.set_primary(name, st.primary)
+        self._metrics.rollout_weight.labels(name, str(st.primary), str(st.candidate)).set(
+            st.weight if st.is_active else 0.0
+        )
+        for status in Status:
+            self._metrics.rollout_status.labels(name, status.value).set(
+                1.0 if status is st.status else 0.0
+            )
+
+    def _release_effects(self, name: str, model: ModelConfig | None) -> None:
+        """The rollout block is gone: the config decides again."""
+        if model is None:
+            return
+        self._manager.pin(name, frozenset())
+        if isinstance(model.primary, str):
+            self._manager.set_label(name, model.primary, None)
+        self._manager.set_primary(name, None)

@@ -1,0 +1,306 @@
+"""Canary rollouts end to end on a real gateway: a good candidate is promoted step by step,
+a divergent, failing or slow one is rolled back with the failing gate named, the primary's
+clients never see an error, and admin mutations need the bearer token."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
+from gateway.bundle.attach import attach_bundle
+from gateway.routing.router import routing_hash
+from tests.support import predict_request
+
+Action = admin_pb2.UpdateRolloutRequest
+
+
+def _repo(tmp_path: Path, versions: dict[int, Path]) -> Path:
+    base = tmp_path / "repo" / "m"
+    for version, src in versions.items():
+        shutil.copytree(src, base / str(version))
+    return base
+
+
+def _config(tmp_path: Path, base: Path, **rollout: Any) -> dict[str, Any]:
+    plan = {
+        "candidate": "canary",
+        "routing_key": {"header": "x-user-id"},
+        "steps": [10, 50, 100],
+        "min_requests_per_step": 30,
+        "min_step_seconds": 0,
+        "gates": {
+            "max_divergence_rate": 0.05,
+            "max_error_rate_ratio": 1.5,
+            "max_p99_latency_ratio": 10.0,
+        },
+        "min_samples": {"compared": 10, "error_requests": 10, "primary_requests": 10, "latency": 10},
+        **rollout,
+    }
+    return {
+        "rollouts": {"state_dir": str(tmp_path / "state"), "tick_seconds": 0.05},
+        "models": [
+            {
+                "name": "m",
+                "base_path": str(base),
+                "version_policy": {"latest": 1},  # the rollout pins both arms loaded
+                "version_labels": {"stable": 1, "canary": 2},
+                "primary": "stable",
+                "divergence": {"output_0": {"kind": "probabilities", "max_abs": 0.01}},
+                "rollout": plan,
+            }
+        ],
+    }
+
+
+class KeyedTraffic:
+    """Threads sending Predict with rotating x-user-id keys; records every outcome by key."""
+
+    def __init__(self, channel: grpc.Channel, x: Any, threads: int = 3, keys: int = 400) -> None:
+        self._stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        self._x = x
+        self._keys = keys
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.answers: list[tuple[str, int]] = []
+        self.errors: list[tuple[str, str]] = []
+        self._threads = [
+            threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)
+        ]
+
+    def _run(self, offset: int) -> None:
+        i = offset
+        while not self._stop.is_set():
+            key = f"user-{i % self._keys}"
+            row = self._x[i % len(self._x) : i % len(self._x) + 1]
+            try:
+                resp = self._stub.Predict(
+                    predict_request("m", {"x": row}), metadata=[("x-user-id", key)], timeout=30
+                )
+                with self._lock:
+                    self.answers.append((key, resp.model_spec.version.value))
+            except grpc.RpcError as exc:
+                with self._lock:
+                    self.errors.append((key, f"{exc.code().name}: {exc.details()}"))
+            i += len(self._threads)
+
+    def __enter__(self) -> KeyedTraffic:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(30)
+
+
+def _admin(gw) -> Any:
+    return admin_pb2_grpc.AdminServiceStub(gw.channel)
+
+
+def _wait_status(gw, statuses: set[str], timeout: float = 120.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        s = _admin(gw).GetRollout(admin_pb2.GetRolloutRequest(model="m"))
+        if s.status in statuses:
+            return s
+        assert time.monotonic() < deadline, f"rollout stuck: {s}"
+        time.sleep(0.05)
+
+
+def test_good_candidate_is_promoted_through_every_step(shadow_models, tmp_path, gateway_factory):
+    # a byte-identical candidate: no divergence, same speed, no errors
+    base = _repo(tmp_path, {1: shadow_models["a"], 2: shadow_models["a"]})
+    gw = gateway_factory(_config(tmp_path, base))
+    admin = _admin(gw)
+    status = admin.GetRollout(admin_pb2.GetRolloutRequest(model="m"))
+    assert (status.status, status.primary_version, status.candidate_version) == ("pending", 1, 2)
+    assert status.routing_key == "header:x-user-id" and not status.missing
+    with KeyedTraffic(gw.channel, shadow_models["x"]) as traffic:
+        started = admin.UpdateRollout(Action(model="m", action=Action.START, reason="go"))
+        assert (started.status, started.weight) == ("running", 10.0)
+        final = _wait_status(gw, {"promoted", "rolled_back", "paused"})
+    assert final.status == "promoted", final.failed_gate
+    actions = [(d.action, d.actor, d.to_weight) for d in final.history]
+    assert actions == [
+        ("start", "admin", 10.0),
+        ("advance", "auto", 50.0),
+        ("advance", "auto", 100.0),
+        ("promote", "auto", 100.0),
+    ]
+    assert traffic.errors == []
+    # keys were split, sticky: a key never changes version within a step... and both answered
+    versions = {v for _, v in traffic.answers}
+    assert versions == {1, 2}
+    # promoted: the candidate is the primary, `stable` points at it, the old one is held
+    assert (final.primary_version, final.previous_primary) == (2, 1)
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(gw.channel)
+    x = shadow_models["x"][:1]
+    assert stub.Predict(predict_request("m", {"x": x})).model_spec.version.value == 2
+    assert stub.Predict(predict_request("m", {"x": x}, label="stable")).model_spec.version.value == 2
+    labels = admin.GetStatus(admin_pb2.GetStatusRequest(model="m")).models[0].labels
+    assert labels["stable"] == 2
+    # instant rollback of the promotion: version 1 was kept loaded
+    reverted = admin.UpdateRollout(Action(model="m", action=Action.ROLLBACK, reason="oops"))
+    assert (reverted.status, reverted.primary_version) == ("rolled_back", 1)
+    assert stub.Predict(predict_request("m", {"x": x})).model_spec.version.value == 1
+    reg = gw.gateway.metrics.registry
+    assert reg.get_sample_value(
+        "gateway_rollout_decisions_total", {"model": "m", "action": "promote", "actor": "auto"}
+    ) == 1.0
+    canary_ok = reg.get_sample_value(
+        "gateway_arm_requests_total", {"model": "m", "arm": "canary", "version": "2", "code": "OK"}
+    )
+    assert canary_ok and canary_ok > 0
+
+
+def _raising(version: int):
+    def hook(loaded):
+        if loaded.version != version:
+            return loaded
+
+        def broken(inputs):
+            raise RuntimeError("the candidate's kernel blew up")
+
+        sigs = {k: replace(s, run=broken) for k, s in loaded.signatures.items()}
+        return replace(loaded, signatures=sigs)
+
+    return hook
+
+
+def _slow(version: int, seconds: float):
+    def hook(loaded):
+        if loaded.version != version:
+            return loaded
+
+        def slow(run):
+            def run_slowly(inputs):
+                time.sleep(seconds)
+                return run(inputs)
+
+            return run_slowly
+
+        sigs = {k: replace(s, run=slow(s.run)) for k, s in loaded.signatures.items()}
+        return replace(loaded, signatures=sigs)
+
+    return hook
+
+
+@pytest.mark.parametrize(
+    ("kind", "gate"),
+    [
+        ("diverges", "divergence_rate"),
+        ("errors", "error_rate_ratio"),
+        ("is slow", "p99_latency_ratio"),
+    ],
+)
+def test_bad_candidate_is_rolled_back_with_the_gate_named(
+    kind, gate, shadow_models, tmp_path, gateway_factory
+):
+    hooks = [attach_bundle]
+    candidate = shadow_models["a"]
+    if kind == "diverges":
+        candidate = shadow_models["b"]  # same data, different initialization
+    elif kind == "errors":
+        hooks.append(_raising(2))
+    else:
+        hooks.append(_slow(2, 0.08))
+    base = _repo(tmp_path, {1: shadow_models["a"], 2: candidate})
+    gw = gateway_factory(_config(tmp_path, base), hooks=hooks)
+    admin = _admin(gw)
+    with KeyedTraffic(gw.channel, shadow_models["x"]) as traffic:
+        admin.UpdateRollout(Action(model="m", action=Action.START))
+        final = _wait_status(gw, {"promoted", "rolled_back", "paused"})
+        rolled_back_at = time.monotonic()
+        time.sleep(0.3)  # traffic after the rollback goes to the primary only
+    assert final.status == "rolled_back", final
+    assert final.weight == 0.0 and final.failed_gate.startswith(gate), final.failed_gate
+    last = final.history[-1]
+    assert (last.action, last.actor) == ("rollback", "auto") and gate in last.reason
+    assert final.history[-2].action == "start"  # it never got past the first step
+    rollout_id = final.rollout_id
+    # the primary's clients never saw an error: every error is a key the split sent to
+    # the (failing) canary at the first step
+    for key, error in traffic.errors:
+        assert kind == "errors", error
+        assert routing_hash("m", key, rollout_id) < 0.10, (key, error)
+    if kind == "errors":
+        assert traffic.errors and all("INTERNAL" in e for _, e in traffic.errors)
+    assert {v for _, v in traffic.answers[-20:]} == {1}
+    assert rolled_back_at > 0
+
+
+def test_admin_mutations_need_the_token(shadow_models, tmp_path, gateway_factory):
+    token = tmp_path / "token"
+    token.write_text("s3cret-token\n")
+    base = _repo(tmp_path, {1: shadow_models["a"], 2: shadow_models["b"]})
+    config = _config(tmp_path, base)
+    config["server"] = {"admin_token_file": str(token)}
+    gw = gateway_factory(config)
+    admin = _admin(gw)
+    start = Action(model="m", action=Action.START)
+    for metadata in ([], [("authorization", "Bearer wrong")], [("authorization", "s3cret-token")]):
+        with pytest.raises(grpc.RpcError) as err:
+            admin.UpdateRollout(start, metadata=metadata)
+        assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as err:
+            admin.ReloadConfig(admin_pb2.ReloadConfigRequest(), metadata=metadata)
+        assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    # nothing changed; reads need no token
+    assert admin.GetRollout(admin_pb2.GetRolloutRequest(model="m")).status == "pending"
+    good = [("authorization", "Bearer s3cret-token")]
+    assert admin.UpdateRollout(start, metadata=good).status == "running"
+    paused = admin.UpdateRollout(Action(model="m", action=Action.PAUSE), metadata=good)
+    assert paused.status == "paused"
+    weight = admin.UpdateRollout(
+        Action(model="m", action=Action.SET_WEIGHT, weight=30), metadata=good
+    )
+    assert (weight.status, weight.weight) == ("paused", 30.0)
+    assert admin.ReloadConfig(admin_pb2.ReloadConfigRequest(), metadata=good) is not None
+    # bad actions are client errors naming what is wrong
+    with pytest.raises(grpc.RpcError) as err:
+        admin.UpdateRollout(Action(model="m", action=Action.SET_WEIGHT, weight=150), metadata=good)
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "percent" in err.value.details()
+    with pytest.raises(grpc.RpcError) as err:
+        admin.UpdateRollout(Action(model="m", action=Action.RELEASE), metadata=good)
+    assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(grpc.RpcError) as err:
+        admin.GetRollout(admin_pb2.GetRolloutRequest(model="nope"))
+    assert err.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+def test_explicit_version_bypasses_the_split(shadow_models, tmp_path, gateway_factory):
+    base = _repo(tmp_path, {1: shadow_models["a"], 2: shadow_models["b"]})
+    config = _config(tmp_path, base, steps=[50, 100], min_requests_per_step=10**6, gates={})
+    gw = gateway_factory(config)
+    admin = _admin(gw)
+    s = admin.UpdateRollout(Action(model="m", action=Action.START))
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(gw.channel)
+    x = shadow_models["x"][:1]
+    by_key = {}
+    for i in range(60):
+        key = f"k{i}"
+        resp = stub.Predict(predict_request("m", {"x": x}), metadata=[("x-user-id", key)])
+        by_key[key] = resp.model_spec.version.value
+        expected = 2 if routing_hash("m", key, s.rollout_id) < 0.5 else 1
+        assert by_key[key] == expected
+        for version, label in ((1, None), (2, None), (None, "stable"), (None, "canary")):
+            pinned = stub.Predict(
+                predict_request("m", {"x": x}, version=version, label=label),
+                metadata=[("x-user-id", key)],
+            )
+            assert pinned.model_spec.version.value == (version or {"stable": 1, "canary": 2}[label])
+    assert set(by_key.values()) == {1, 2}
+    # explicit requests are not part of the experiment's statistics
+    status = admin.GetRollout(admin_pb2.GetRolloutRequest(model="m"))
+    assert status.primary.requests + status.canary.requests == 60
