@@ -22,7 +22,7 @@ lint: $(STAMP)
 # System packages some tests drive for real (headless Chromium for the HTML
 # report, nginx as a gRPC load balancer). Installed with apt-get when running as
 # root (CI, developer machines); elsewhere those tests skip with a message.
-SYSPKGS := chromium nginx
+SYSPKGS := chromium nginx openssl
 sysdeps:
 	@missing=""; for p in $(SYSPKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -142,3 +142,90 @@ class Traffic:
         self._stop.set()
         for t in self._threads:
             t.join(30)
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class GatewayProcess:
+    """`python -m gateway serve --config FILE` as a child process (SIGKILL on exit)."""
+
+    def __init__(self, config: dict[str, Any], path: Path, log: Path | None = None) -> None:
+        self.path = path
+        self.log = log or path.with_suffix(".out")
+        path.write_text(yaml.safe_dump(config))
+        self.port = int(config["server"]["port"])
+        self.proc: Any = None
+
+    def start(self, timeout: float = 120.0) -> GatewayProcess:
+        """Start and wait for the `listening on` line."""
+        import os
+        import subprocess
+        import sys
+        import time
+
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        self._out = self.log.open("a")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(self.path)],
+            stdout=subprocess.PIPE,
+            stderr=self._out,
+            text=True,
+            env=env,
+        )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        line = self.proc.stdout.readline()
+        assert line.startswith("listening"), (line, self.log.read_text()[-3000:])
+        assert time.monotonic() < deadline
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no cleanup (what a crash looks like)."""
+        import signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(30)
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+            self._out.close()
+
+    def __enter__(self) -> GatewayProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+
+def wait_serving(target: str, model: str, credentials: Any = None, timeout: float = 120.0) -> None:
+    """Block until the gRPC health service says `model` is SERVING at `target`."""
+    import time
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    channel = (
+        grpc.secure_channel(target, credentials)
+        if credentials is not None
+        else grpc.insecure_channel(target)
+    )
+    stub = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(service=model), timeout=5).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            assert time.monotonic() < deadline, f"{model} not SERVING at {target}"
+            time.sleep(0.1)
+    finally:
+        channel.close()

@@ -42,7 +42,12 @@ def _config(tmp_path: Path, base: Path, **rollout: Any) -> dict[str, Any]:
             "max_error_rate_ratio": 1.5,
             "max_p99_latency_ratio": 10.0,
         },
-        "min_samples": {"compared": 10, "error_requests": 10, "primary_requests": 10, "latency": 10},
+        "min_samples": {
+            "compared": 10,
+            "error_requests": 10,
+            "primary_requests": 10,
+            "latency": 10,
+        },
         **rollout,
     }
     return {
@@ -146,7 +151,9 @@ def test_good_candidate_is_promoted_through_every_step(shadow_models, tmp_path, 
     stub = prediction_service_pb2_grpc.PredictionServiceStub(gw.channel)
     x = shadow_models["x"][:1]
     assert stub.Predict(predict_request("m", {"x": x})).model_spec.version.value == 2
-    assert stub.Predict(predict_request("m", {"x": x}, label="stable")).model_spec.version.value == 2
+    assert (
+        stub.Predict(predict_request("m", {"x": x}, label="stable")).model_spec.version.value == 2
+    )
     labels = admin.GetStatus(admin_pb2.GetStatusRequest(model="m")).models[0].labels
     assert labels["stable"] == 2
     # instant rollback of the promotion: version 1 was kept loaded
@@ -154,9 +161,12 @@ def test_good_candidate_is_promoted_through_every_step(shadow_models, tmp_path, 
     assert (reverted.status, reverted.primary_version) == ("rolled_back", 1)
     assert stub.Predict(predict_request("m", {"x": x})).model_spec.version.value == 1
     reg = gw.gateway.metrics.registry
-    assert reg.get_sample_value(
-        "gateway_rollout_decisions_total", {"model": "m", "action": "promote", "actor": "auto"}
-    ) == 1.0
+    assert (
+        reg.get_sample_value(
+            "gateway_rollout_decisions_total", {"model": "m", "action": "promote", "actor": "auto"}
+        )
+        == 1.0
+    )
     canary_ok = reg.get_sample_value(
         "gateway_arm_requests_total", {"model": "m", "arm": "canary", "version": "2", "code": "OK"}
     )

@@ -1,0 +1,301 @@
+"""Rollouts across processes: a gateway SIGKILLed mid-rollout comes back at the same step
+with the same key assignments (over mTLS, driven by the `gateway rollout` CLI with the admin
+token), and two replicas behind a real gRPC load balancer (nginx `grpc_pass`) send every
+key to the same version."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
+from gateway.routing.router import routing_hash
+from tests.support import GatewayProcess, free_port, predict_request
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+KEYS = [f"user-{i}" for i in range(200)]
+
+
+def _repo(tmp_path: Path, shadow_models: dict[str, Any]) -> Path:
+    base = tmp_path / "repo" / "m"
+    shutil.copytree(shadow_models["a"], base / "1")
+    shutil.copytree(shadow_models["b"], base / "2")
+    return base
+
+
+def _config(tmp_path: Path, base: Path, port: int, **server: Any) -> dict[str, Any]:
+    return {
+        "server": {"host": "127.0.0.1", "port": port, "metrics_port": None, **server},
+        "lifecycle": {"poll_interval_seconds": 0.2},
+        "logging": {"file": str(tmp_path / f"gw-{port}.log")},
+        "rollouts": {"state_dir": str(tmp_path / "state"), "tick_seconds": 0.1},
+        "models": [
+            {
+                "name": "m",
+                "base_path": str(base),
+                "version_policy": {"specific": [1, 2]},
+                "version_labels": {"stable": 1, "canary": 2},
+                "primary": "stable",
+                "rollout": {
+                    "candidate": "canary",
+                    "routing_key": {"header": "x-user-id"},
+                    "steps": [5, 25, 50, 100],
+                    # never advances by itself here: the tests move it by hand
+                    "min_requests_per_step": 10**9,
+                    "min_step_seconds": 0,
+                },
+            }
+        ],
+    }
+
+
+def _wait_both_available(channel: grpc.Channel, timeout: float = 120.0) -> None:
+    admin = admin_pb2_grpc.AdminServiceStub(channel)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            (model,) = admin.GetStatus(admin_pb2.GetStatusRequest(model="m"), timeout=5).models
+            if {v.version for v in model.versions if v.state == "AVAILABLE"} >= {1, 2}:
+                return
+        except grpc.RpcError:
+            pass
+        assert time.monotonic() < deadline, "versions 1 and 2 never both AVAILABLE"
+        time.sleep(0.1)
+
+
+def _assignments(channel: grpc.Channel, x: Any) -> dict[str, int]:
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    return {
+        key: stub.Predict(
+            predict_request("m", {"x": x}), metadata=[("x-user-id", key)], timeout=30
+        ).model_spec.version.value
+        for key in KEYS
+    }
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _certificates(d: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not found (make sysdeps installs it)")
+    d.mkdir()
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+             "-subj", "/CN=test-ca", cwd=d)  # fmt: skip
+    for name, ext in (
+        ("server", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ):
+        (d / f"{name}.ext").write_text(ext + "\n")
+        _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                 "-subj", f"/CN={name}", cwd=d)  # fmt: skip
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
+                 "-extfile", f"{name}.ext", cwd=d)  # fmt: skip
+    return {n: d / n for n in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
+
+
+def test_sigkill_mid_rollout_resumes_the_same_step_and_keys(shadow_models, tmp_path):
+    certs = _certificates(tmp_path / "certs")
+    token = tmp_path / "token"
+    token.write_text("rollout-token\n")
+    base = _repo(tmp_path, shadow_models)
+    port = free_port()
+    config = _config(
+        tmp_path,
+        base,
+        port,
+        admin_token_file=str(token),
+        tls={
+            "cert_file": str(certs["server.pem"]),
+            "key_file": str(certs["server.key"]),
+            "client_ca_file": str(certs["ca.pem"]),
+        },
+    )
+    target = f"127.0.0.1:{port}"
+    tls = [
+        "--target", target, "--tls-ca", str(certs["ca.pem"]),
+        "--tls-cert", str(certs["client.pem"]), "--tls-key", str(certs["client.key"]),
+    ]  # fmt: skip
+    creds = grpc.ssl_channel_credentials(
+        certs["ca.pem"].read_bytes(),
+        certs["client.key"].read_bytes(),
+        certs["client.pem"].read_bytes(),
+    )
+    x = shadow_models["x"][:1]
+    gw = GatewayProcess(config, tmp_path / "gw.yaml").start()
+    try:
+        channel = grpc.secure_channel(target, creds)
+        _wait_both_available(channel)
+        # mTLS: a client without a certificate cannot even connect
+        plain = grpc.secure_channel(
+            target, grpc.ssl_channel_credentials(certs["ca.pem"].read_bytes())
+        )
+        with pytest.raises(grpc.RpcError) as err:
+            admin_pb2_grpc.AdminServiceStub(plain).GetStatus(
+                admin_pb2.GetStatusRequest(), timeout=5
+            )
+        assert err.value.code() is grpc.StatusCode.UNAVAILABLE
+        plain.close()
+        # the CLI without the token is refused; with it, it drives the rollout
+        refused = _cli("rollout", "start", "m", *tls)
+        assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stdout, refused
+        assert _cli("rollout", "start", "m", *tls, "--token-file", str(token)).returncode == 0
+        moved = _cli("rollout", "set-weight", "m", "25", *tls, "--token-file", str(token),
+                     "--reason", "looks fine", "--json")  # fmt: skip
+        assert moved.returncode == 0, moved.stderr
+        before = json.loads(moved.stdout)
+        assert (before["status"], before["weight"], before["stepIndex"]) == ("running", 25.0, 1)
+        keys_before = _assignments(channel, x)
+        expected = {k: 2 if routing_hash("m", k, before["rolloutId"]) < 0.25 else 1 for k in KEYS}
+        assert keys_before == expected
+        channel.close()
+        gw.kill()  # mid-rollout, no graceful anything
+
+        gw = GatewayProcess(config, tmp_path / "gw.yaml").start()
+        channel = grpc.secure_channel(target, creds)
+        _wait_both_available(channel)
+        shown = _cli("rollout", "status", "m", *tls, "--json")
+        after = json.loads(shown.stdout)
+        for key in ("rolloutId", "status", "weight", "stepIndex", "stepStartedAt"):
+            assert after[key] == before[key], key
+        assert [d["action"] for d in after["history"]] == ["start", "set_weight"]
+        assert _assignments(channel, x) == keys_before
+        text = _cli("rollout", "status", "m", *tls)
+        assert "RUNNING" in text.stdout and "canary weight 25%" in text.stdout
+        channel.close()
+    finally:
+        gw.kill()
+
+
+NGINX_CONF = """
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    upstream gateways {{
+        server 127.0.0.1:{p1};
+        server 127.0.0.1:{p2};
+        keepalive 8;
+    }}
+    server {{
+        listen 127.0.0.1:{port} http2;
+        location / {{
+            grpc_pass grpc://gateways;
+        }}
+    }}
+}}
+"""
+
+
+def test_two_replicas_behind_nginx_send_every_key_to_the_same_version(shadow_models, tmp_path):
+    nginx = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
+    if nginx is None:
+        pytest.skip("nginx not found (make sysdeps installs it)")
+    base = _repo(tmp_path, shadow_models)
+    p1, p2, lb = free_port(), free_port(), free_port()
+    replicas = [
+        GatewayProcess(
+            {**_config(tmp_path, base, p), "logging": {"replica": f"replica-{i}",
+                                                       "file": str(tmp_path / f"r{i}.log")}},
+            tmp_path / f"r{i}.yaml",
+        )
+        for i, p in enumerate((p1, p2))
+    ]  # fmt: skip
+    conf_dir = tmp_path / "nginx"
+    conf_dir.mkdir()
+    (conf_dir / "nginx.conf").write_text(NGINX_CONF.format(d=conf_dir, p1=p1, p2=p2, port=lb))
+    proc = None
+    try:
+        for r in replicas:
+            r.start()
+        for p in (p1, p2):
+            with grpc.insecure_channel(f"127.0.0.1:{p}") as ch:
+                _wait_both_available(ch)
+        proc = subprocess.Popen(
+            [nginx, "-p", str(conf_dir), "-c", str(conf_dir / "nginx.conf"), "-g", "daemon off;"],
+            stderr=subprocess.PIPE,
+        )
+        channel = grpc.insecure_channel(f"127.0.0.1:{lb}")
+        admin = admin_pb2_grpc.AdminServiceStub(channel)
+        deadline = time.monotonic() + 30
+        while True:  # nginx needs a moment to listen
+            try:
+                admin.GetStatus(admin_pb2.GetStatusRequest(), timeout=2)
+                break
+            except grpc.RpcError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        # start through the balancer (lands on one replica); the other follows the shared state
+        Action = admin_pb2.UpdateRolloutRequest
+        admin.UpdateRollout(Action(model="m", action=Action.START))
+        status = admin.UpdateRollout(Action(model="m", action=Action.SET_WEIGHT, weight=25))
+        rollout_id = status.rollout_id
+        for p in (p1, p2):
+            with grpc.insecure_channel(f"127.0.0.1:{p}") as ch:
+                direct = admin_pb2_grpc.AdminServiceStub(ch)
+                deadline = time.monotonic() + 30
+                while direct.GetRollout(admin_pb2.GetRolloutRequest(model="m")).weight != 25:
+                    assert time.monotonic() < deadline, f"replica on {p} did not follow"
+                    time.sleep(0.05)
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        x = shadow_models["x"][:1]
+        seen: dict[str, set[int]] = {}
+        replicas_of: dict[str, set[str]] = {}
+        keys = [*KEYS, "user-odd"]  # an odd count: round-robin alternates replicas per pass
+        for _ in range(3):
+            for key in keys:
+                resp, call = stub.Predict.with_call(
+                    predict_request("m", {"x": x}), metadata=[("x-user-id", key)], timeout=30
+                )
+                seen.setdefault(key, set()).add(resp.model_spec.version.value)
+                replica = dict(call.trailing_metadata())["x-gateway-replica"]
+                replicas_of.setdefault(key, set()).add(replica)
+        assert all(len(v) == 1 for v in seen.values()), {
+            k: v for k, v in seen.items() if len(v) > 1
+        }
+        expected = {k: 2 if routing_hash("m", k, rollout_id) < 0.25 else 1 for k in keys}
+        assert {k: next(iter(v)) for k, v in seen.items()} == expected
+        both = [k for k, r in replicas_of.items() if r == {"replica-0", "replica-1"}]
+        assert len(both) > len(keys) // 4, "the balancer should spread each key over both"
+        assert 0 < sum(1 for v in expected.values() if v == 2) < len(KEYS)
+        channel.close()
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
+        for r in replicas:
+            r.kill()
