@@ -314,3 +314,41 @@ def test_explicit_version_bypasses_the_split(shadow_models, tmp_path, gateway_fa
     # explicit requests are not part of the experiment's statistics
     status = admin.GetRollout(admin_pb2.GetRolloutRequest(model="m"))
     assert status.primary.requests + status.canary.requests == 60
+
+
+def test_feature_skew_of_the_canary_rolls_back(seed_bundle, tmp_path, gateway_factory):
+    """Both versions ship training statistics (x in [1, 3]); the canary's traffic drifts
+    (x in [2.5, 4]); the skew gate (JS of the canary's serving window) rolls it back."""
+    import numpy as np
+
+    base = tmp_path / "repo" / "m"
+    shutil.copytree(seed_bundle["with"] / "1", base / "1")
+    shutil.copytree(seed_bundle["with"] / "1", base / "2")
+    config = _config(
+        tmp_path,
+        base,
+        gates={"max_feature_skew": 0.1},
+        steps=[100],  # every keyed request goes to the canary
+        min_requests_per_step=10**6,
+    )
+    model = config["models"][0]
+    model["skew"] = {"window_values": 1000, "min_values": 50}
+    del model["divergence"]
+    gw = gateway_factory(config)
+    admin = _admin(gw)
+    admin.UpdateRollout(Action(model="m", action=Action.START))
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(gw.channel)
+    rng = np.random.default_rng(5)
+    status = None
+    for i in range(200):
+        x = rng.uniform(2.5, 4, size=(5, 1)).astype(np.float32)
+        resp = stub.Predict(predict_request("m", {"x": x}), metadata=[("x-user-id", f"u{i}")])
+        assert resp.model_spec.version.value in (1, 2)
+        status = admin.GetRollout(admin_pb2.GetRolloutRequest(model="m"))
+        if status.status != "running":
+            break
+        time.sleep(0.01)
+    assert status is not None and status.status == "rolled_back", status
+    assert status.failed_gate.startswith("feature_skew="), status.failed_gate
+    assert float(status.failed_gate.split("=")[1].split()[0]) > 0.1
+    assert status.history[-1].action == "rollback" and "feature_skew" in status.history[-1].reason

@@ -621,3 +621,33 @@ def test_step_token_survives_a_json_round_trip():
     state = replace(running(), weight=5)  # an int weight, as a hand-built state might have
     again = RolloutState.from_dict(json.loads(json.dumps(state.to_dict())))
     assert again.step_token == state.step_token
+
+
+# ------------------------------------------------------------------ revert and release
+
+
+def test_promotion_keeps_the_old_primary_until_released_and_can_be_reverted():
+    promoted, decision = ro.promote(running(50), T0 + 10, "ship it")
+    assert decision is not None and promoted.status is Status.PROMOTED
+    assert (promoted.primary, promoted.previous_primary) == (2, 1)
+    # revert: the old primary answers again, at once
+    reverted, decision = ro.rollback(promoted, T0 + 20, "")
+    assert decision is not None and decision.action == "rollback"
+    assert "version 1 is the primary again" in decision.reason
+    assert (reverted.status, reverted.primary, reverted.previous_primary, reverted.weight) == (
+        Status.ROLLED_BACK,
+        1,
+        None,
+        0.0,
+    )
+    # release: no more revert
+    released, decision = ro.release(promoted, T0 + 20)
+    assert decision is not None and decision.action == "release"
+    assert released.previous_primary is None and released.primary == 2
+    assert ro.release(released, T0 + 30) == (released, None)
+    with pytest.raises(InvalidTransition, match="released"):
+        ro.rollback(released, T0 + 30, "too late")
+    with pytest.raises(InvalidTransition, match="it is running"):
+        ro.release(running(5), T0)
+    # the automatic promotion holds the old primary too, and it survives a round trip
+    assert RolloutState.from_dict(promoted.to_dict()) == promoted
