@@ -229,3 +229,58 @@ def wait_serving(target: str, model: str, credentials: Any = None, timeout: floa
             time.sleep(0.1)
     finally:
         channel.close()
+
+
+def run_cli(*args: str, timeout: float = 120.0) -> Any:
+    """`python -m gateway ARGS...` as a child process; the CompletedProcess (text)."""
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        timeout=timeout,
+    )
+
+
+def version_hook(version: int, wrap: Any) -> Any:
+    """A load hook replacing every signature's run function of `version` by `wrap(run)`
+    (to make one version slow or failing at serving time, as a broken artifact would)."""
+    from dataclasses import replace
+
+    def hook(loaded: Any) -> Any:
+        if loaded.version != version:
+            return loaded
+        sigs = {k: replace(s, run=wrap(s.run)) for k, s in loaded.signatures.items()}
+        return replace(loaded, signatures=sigs)
+
+    return hook
+
+
+def slow_hook(version: int, seconds: float) -> Any:
+    """`version` sleeps `seconds` before every model call."""
+    import time
+
+    def wrap(run: Any) -> Any:
+        def run_slowly(inputs: Any) -> Any:
+            time.sleep(seconds)
+            return run(inputs)
+
+        return run_slowly
+
+    return version_hook(version, wrap)
+
+
+def raising_hook(version: int) -> Any:
+    """Every model call of `version` raises (a server-side failure, INTERNAL)."""
+
+    def wrap(run: Any) -> Any:
+        def broken(inputs: Any) -> Any:
+            raise RuntimeError("the candidate's kernel blew up")
+
+        return broken
+
+    return version_hook(version, wrap)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import structlog
 
 from gateway.errors import (
     GatewayError,
@@ -30,6 +31,8 @@ from gateway.serving.servable import (
     Signature,
     TensorSpec,
 )
+
+log = structlog.get_logger("gateway.lifecycle")
 
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000
@@ -237,6 +240,41 @@ def warmup(loaded: LoadedVersion) -> int:
     return count
 
 
+PRIME_BATCH_SIZES = (1, 2)
+"""Batch sizes of the synthetic priming calls (TensorFlow's first call, and its first call
+with a batch of more than one row, each cost tens of milliseconds; later sizes do not)."""
+
+
+def prime(loaded: LoadedVersion) -> int:
+    """Call every batch-major signature of `loaded` on zero-filled inputs of batch 1 and 2,
+    so that its first real requests do not pay TensorFlow's one-time costs (a cold canary
+    would otherwise look slow to the latency gate). Failures are ignored: this is only a
+    warm-up, and a model may well reject zeros. Returns the number of calls that ran."""
+    ran = 0
+    for sig in loaded.signatures.values():
+        if not sig.batchable or sig.method in (CLASSIFY, REGRESS):
+            continue
+        for rows in PRIME_BATCH_SIZES:
+            inputs = {}
+            for alias, spec in sig.inputs.items():
+                assert spec.shape is not None  # batchable
+                shape = (rows, *(d or 1 for d in spec.shape[1:]))
+                dtype = spec.np_dtype
+                if dtype is None:
+                    break
+                if dtype == np.dtype(object):
+                    inputs[alias] = np.full(shape, b"", dtype=object)
+                else:
+                    inputs[alias] = np.zeros(shape, dtype=dtype)
+            else:
+                try:
+                    sig.run(inputs)
+                    ran += 1
+                except Exception:  # priming must never fail a version
+                    log.debug("prime_call_failed", model=loaded.model, signature=sig.name)
+    return ran
+
+
 def load_version(
     model: str,
     version: int,
@@ -254,4 +292,6 @@ def load_version(
     for hook in hooks:
         loaded = hook(loaded)
     warmed = warmup(loaded) if do_warmup else 0
+    if do_warmup:
+        prime(loaded)
     return loaded, warmed

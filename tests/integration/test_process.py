@@ -17,19 +17,9 @@ import pytest
 import yaml
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from tests.support import predict_request
+from tests.support import predict_request, run_cli
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=120,
-    )
 
 
 @pytest.mark.parametrize(

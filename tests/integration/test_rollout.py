@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
 from gateway.bundle.attach import attach_bundle
 from gateway.routing.router import routing_hash
-from tests.support import predict_request
+from tests.support import predict_request, raising_hook, slow_hook
 
 Action = admin_pb2.UpdateRolloutRequest
 
@@ -173,38 +172,6 @@ def test_good_candidate_is_promoted_through_every_step(shadow_models, tmp_path, 
     assert canary_ok and canary_ok > 0
 
 
-def _raising(version: int):
-    def hook(loaded):
-        if loaded.version != version:
-            return loaded
-
-        def broken(inputs):
-            raise RuntimeError("the candidate's kernel blew up")
-
-        sigs = {k: replace(s, run=broken) for k, s in loaded.signatures.items()}
-        return replace(loaded, signatures=sigs)
-
-    return hook
-
-
-def _slow(version: int, seconds: float):
-    def hook(loaded):
-        if loaded.version != version:
-            return loaded
-
-        def slow(run):
-            def run_slowly(inputs):
-                time.sleep(seconds)
-                return run(inputs)
-
-            return run_slowly
-
-        sigs = {k: replace(s, run=slow(s.run)) for k, s in loaded.signatures.items()}
-        return replace(loaded, signatures=sigs)
-
-    return hook
-
-
 @pytest.mark.parametrize(
     ("kind", "gate"),
     [
@@ -221,9 +188,9 @@ def test_bad_candidate_is_rolled_back_with_the_gate_named(
     if kind == "diverges":
         candidate = shadow_models["b"]  # same data, different initialization
     elif kind == "errors":
-        hooks.append(_raising(2))
+        hooks.append(raising_hook(2))
     else:
-        hooks.append(_slow(2, 0.08))
+        hooks.append(slow_hook(2, 0.08))
     base = _repo(tmp_path, {1: shadow_models["a"], 2: candidate})
     gw = gateway_factory(_config(tmp_path, base), hooks=hooks)
     admin = _admin(gw)

@@ -6,10 +6,8 @@ key to the same version."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,9 +18,8 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
 from gateway.routing.router import routing_hash
-from tests.support import GatewayProcess, free_port, predict_request
+from tests.support import GatewayProcess, free_port, predict_request, run_cli
 
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 KEYS = [f"user-{i}" for i in range(200)]
 
 
@@ -108,16 +105,6 @@ def _certificates(d: Path) -> dict[str, Path]:
     return {n: d / n for n in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=120,
-    )
-
-
 def test_sigkill_mid_rollout_resumes_the_same_step_and_keys(shadow_models, tmp_path):
     certs = _certificates(tmp_path / "certs")
     token = tmp_path / "token"
@@ -161,10 +148,10 @@ def test_sigkill_mid_rollout_resumes_the_same_step_and_keys(shadow_models, tmp_p
         assert err.value.code() is grpc.StatusCode.UNAVAILABLE
         plain.close()
         # the CLI without the token is refused; with it, it drives the rollout
-        refused = _cli("rollout", "start", "m", *tls)
+        refused = run_cli("rollout", "start", "m", *tls)
         assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stdout, refused
-        assert _cli("rollout", "start", "m", *tls, "--token-file", str(token)).returncode == 0
-        moved = _cli("rollout", "set-weight", "m", "25", *tls, "--token-file", str(token),
+        assert run_cli("rollout", "start", "m", *tls, "--token-file", str(token)).returncode == 0
+        moved = run_cli("rollout", "set-weight", "m", "25", *tls, "--token-file", str(token),
                      "--reason", "looks fine", "--json")  # fmt: skip
         assert moved.returncode == 0, moved.stderr
         before = json.loads(moved.stdout)
@@ -178,13 +165,13 @@ def test_sigkill_mid_rollout_resumes_the_same_step_and_keys(shadow_models, tmp_p
         gw = GatewayProcess(config, tmp_path / "gw.yaml").start()
         channel = grpc.secure_channel(target, creds)
         _wait_both_available(channel)
-        shown = _cli("rollout", "status", "m", *tls, "--json")
+        shown = run_cli("rollout", "status", "m", *tls, "--json")
         after = json.loads(shown.stdout)
         for key in ("rolloutId", "status", "weight", "stepIndex", "stepStartedAt"):
             assert after[key] == before[key], key
         assert [d["action"] for d in after["history"]] == ["start", "set_weight"]
         assert _assignments(channel, x) == keys_before
-        text = _cli("rollout", "status", "m", *tls)
+        text = run_cli("rollout", "status", "m", *tls)
         assert "RUNNING" in text.stdout and "canary weight 25%" in text.stdout
         channel.close()
     finally:

@@ -16,7 +16,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
 from gateway.report.cli import main as report_main
-from tests.support import outputs_of, predict_request
+from tests.support import outputs_of, predict_request, slow_hook
 
 
 def _repo(tmp_path: Path, versions: dict[int, Path]) -> Path:
@@ -156,25 +156,6 @@ def test_dropout_at_inference_is_reported_non_deterministic(
     )
 
 
-def _slow(version: int, seconds: float):
-    def hook(loaded):
-        if loaded.version != version:
-            return loaded
-        from dataclasses import replace
-
-        def slow_run(run):
-            def run_slowly(inputs):
-                time.sleep(seconds)
-                return run(inputs)
-
-            return run_slowly
-
-        sigs = {k: replace(s, run=slow_run(s.run)) for k, s in loaded.signatures.items()}
-        return replace(loaded, signatures=sigs)
-
-    return hook
-
-
 def _raising_model(path: Path) -> Path:
     import tensorflow as tf
 
@@ -209,7 +190,7 @@ def test_slow_or_failing_shadow_leaves_primary_answers_and_latency_alone(
         hooks = [attach_bundle]
     else:
         bad = shadow_models["b"]
-        hooks = [attach_bundle, _slow(2, 2.0)]
+        hooks = [attach_bundle, slow_hook(2, 2.0)]
     base = _repo(tmp_path, {1: shadow_models["a"], 2: bad})
     model = {"name": "m", "base_path": str(base), "version_policy": {"all": {}}, "primary": 1}
     x = shadow_models["x"]
