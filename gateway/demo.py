@@ -57,11 +57,67 @@ def _build(workdir: Path) -> Path:
     for version, seed, shift in ((1, 1, 0.0), (2, 2, 0.3)):
         print(f"  {export_fraud_model(repo, version, seed=seed, shift=shift)}")
     lines = inspect_version(repo / "1").splitlines()
-    start = lines.index("preprocessing:")
-    print("  `gateway inspect` excerpt of version 1:")
-    for line in lines[start : start + 14]:
-        print(f"    {line}")
+    print(f"  `gateway inspect {repo / '1'}` (abridged):")
+    keep = ("manifest:", "  verification:", "training statistics", "golden records:")
+    stats = lines.index(next(line for line in lines if line.startswith("training statistics")))
+    for i, line in enumerate(lines):
+        is_stat = i > stats and line.startswith("  ") and not line.startswith("    ")
+        if line.startswith(keep) or is_stat:
+            print(f"    {line}")
+    print("    preprocessing (assets.extra/gateway/preprocessing.pb):")
+    for line in _preprocessing_summary(repo / "1"):
+        print(f"      {line}")
     return repo
+
+
+def _preprocessing_summary(version_dir: Path) -> list[str]:
+    """One line per raw feature: raw kind/shape and its transform chain."""
+    from gateway.bundle.attach import read_bundle
+
+    bundle = read_bundle(version_dir)
+    assert bundle is not None and bundle.preprocessing is not None
+    out = []
+    for name, fp in bundle.preprocessing.features.items():
+        steps = []
+        for t in fp.transforms:
+            if t.kind == "standardize":
+                steps.append(f"standardize(mean={t.mean[0]:.4g}, std={t.std[0]:.4g})")  # type: ignore[attr-defined]
+            elif t.kind == "vocabulary":
+                steps.append(f"vocabulary({len(t.tokens)} tokens, {t.num_oov_buckets} OOV)")  # type: ignore[attr-defined]
+            else:
+                steps.append(t.kind)
+        shape = "[batch" + "".join(f", {d}" for d in fp.raw.shape) + "]"
+        out.append(f"{name}: raw {fp.raw.kind} {shape} -> {' -> '.join(steps) or 'pass-through'}")
+    return out
+
+
+def _in_process(version_dir: Path, raw: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """The version's preprocessing (read from its bundle) and model, called directly in
+    this process: what training computed, to compare with the gateway's answer."""
+    import tensorflow as tf
+
+    from gateway.bundle.attach import read_bundle
+
+    bundle = read_bundle(version_dir)
+    assert bundle is not None and bundle.preprocessing is not None
+    fed = bundle.preprocessing.apply(raw)
+    fn = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    _, specs = fn.structured_input_signature
+    args = {
+        k: tf.constant(np.asarray(v).astype(specs[k].dtype.as_numpy_dtype)) for k, v in fed.items()
+    }
+    return fed, fn(**args)["output_0"].numpy()
+
+
+def _values(values: Any) -> list[Any]:
+    flat = np.asarray(values).reshape(-1)
+    if flat.dtype.kind == "f":
+        return [round(float(v), 3) for v in flat]
+    return flat.tolist()
+
+
+def _probs(values: Any) -> list[float]:
+    return [round(float(v), 4) for v in np.asarray(values).reshape(-1)]
 
 
 def _config(workdir: Path, port: int, metrics_port: int) -> Path:
@@ -133,12 +189,24 @@ def run_demo(workdir: Path) -> int:
 
         _say("Predict with RAW features through the stock TF Serving stub")
         print("  raw request: amount=[25, 120], age=[34, 61], country=[DE, BR]")
+        answers = {}
         for label in ("", "stable", "canary"):
             resp = predict(label)
             probs = tf.make_ndarray(resp.outputs["output_0"])
+            answers[resp.model_spec.version.value] = probs
             print(
                 f"  label={label or '(none: newest)':<16} version {resp.model_spec.version.value}"
-                f" (its own preprocessing): P(fraud) = {np.round(probs[:, 1], 4).tolist()}"
+                f" (its own preprocessing): P(fraud) = {_probs(probs[:, 1])}"
+            )
+        print("  the gateway applied each version's training preprocessing; in-process check:")
+        for version in (1, 2):
+            fed, expected = _in_process(repo / str(version), RAW)
+            shown = ", ".join(f"{k}={_values(v)}" for k, v in fed.items())
+            same = np.allclose(answers[version], expected, rtol=1e-4, atol=1e-5)
+            print(f"    version {version} feeds the model {shown}")
+            print(
+                f"    model(preprocessing(raw)) in training code: P(fraud) = "
+                f"{_probs(expected[:, 1])}  {'== the gateway answer' if same else 'DIFFERS'}"
             )
 
         _say("400 concurrent single-row requests (dynamic batching merges them)")
@@ -178,7 +246,11 @@ def run_demo(workdir: Path) -> int:
                 f"  {m['kind']:<16} feature={m['feature']:<8} value={m['value']!r:<12} "
                 f"training: {m['reference']}"
             )
-        print(f"  (one log record, request_id {records[-1].get('request_id')})")
+        print(f"  (one feature_mismatch log record, request_id {records[-1].get('request_id')})")
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
+        for line in metrics.splitlines():
+            if line.startswith("gateway_feature_mismatches_total{"):
+                print(f"  {line}")
 
         _say("distribution skew: version 2 receives amounts ~10x larger than in training")
         shifted = fraud_training_data(seed=5, rows=400, shift=2.3)
@@ -191,10 +263,19 @@ def run_demo(workdir: Path) -> int:
             check=False,
             env=env,
         )
+        for line in (workdir / "gateway.log").read_text().splitlines():
+            if '"feature_skew_drift"' in line:
+                record = json.loads(line)
+                print(
+                    f"  log: feature_skew_drift model={record['model']} version="
+                    f"{record['version']} feature={record['feature']} crossed={record['crossed']} "
+                    f"js={record['js']:.4f} (threshold {record['thresholds']['js']})"
+                )
 
         _say("a bad request gets a clear error")
         for features, version in (
             ({**RAW, "age": np.array([[b"old"], [b"young"]], dtype=object)}, 0),
+            ({**RAW, "age": np.ones((2, 3))}, 0),
             (None, 7),
         ):
             try:
@@ -212,7 +293,8 @@ def run_demo(workdir: Path) -> int:
         os.rename(staging, repo / "3")
         _wait(lambda: _state(models, status_req, 3)[1] != "", 60)
         state, error = _state(models, status_req, 3)
-        print(f"  version 3: {state}; reason: {error}")
+        print(f"  version 3: {_admin_state(channel, 3)} (TF Serving GetModelStatus: {state})")
+        print(f"  reason: {error}")
         resp = predict()
         print(
             f"  a request without a version is answered by version {resp.model_spec.version.value}"
@@ -249,6 +331,20 @@ def _state(stub: Any, request: Any, version: int) -> tuple[str, str]:
             name = get_model_status_pb2.ModelVersionStatus.State.Name(s.state)
             return name, s.status.error_message
     return "", ""
+
+
+def _admin_state(channel: Any, version: int) -> str:
+    """The gateway's own state name of a version (FAILED, AVAILABLE, ...)."""
+    from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
+
+    reply = admin_pb2_grpc.AdminServiceStub(channel).GetStatus(
+        admin_pb2.GetStatusRequest(model="fraud"), timeout=5
+    )
+    for model in reply.models:
+        for v in model.versions:
+            if v.version == version:
+                return str(v.state)
+    return "?"
 
 
 def _metric(text: str, name: str) -> float:

@@ -1,10 +1,15 @@
 """Micro-benchmark: per-request cost of preprocessing + feature checks vs the model call.
 
-`python -m loadtest.bench_preprocessing` exports a 5-feature model with the gateway
-exporter (standardize, log1p+min_max, a string vocabulary, an int vocabulary,
-bucketize), loads it the way the gateway does, and times, for batches of 1 and
-64 rows: the feature checks, the preprocessing, the model call on preprocessed
-inputs, and the whole composed signature. Medians of several repeats.
+`python -m loadtest.bench_preprocessing [--seconds S]` exports a 5-feature model
+with the gateway exporter (standardize, log1p+min_max, a string vocabulary, an
+int vocabulary, bucketize), loads it the way the gateway does (load hook, raw
+signature, checker and skew window from the default model config), and times,
+for one request of 1 and of 64 rows: the feature checks, the raw-signature
+validation, the preprocessing, counting the batch into the skew window, and
+the model call (composed signature minus preprocessing). Medians of several
+repeats, in microseconds per request; the last column is everything the
+gateway adds (checks + validation + preprocessing + skew) relative to the
+model call.
 """
 
 from __future__ import annotations
@@ -37,8 +42,8 @@ def _time(fn: Callable[[], Any], seconds: float = 0.5, repeats: int = 5) -> floa
     return statistics.median(samples)
 
 
-def build(tmp: Path) -> tuple[Any, Any]:
-    """Export the benchmark model; return (composed signature, feature checker)."""
+def build(tmp: Path) -> tuple[Any, Any, Any]:
+    """Export the benchmark model; return (composed signature, feature checker, skew window)."""
     import keras
 
     import gateway
@@ -88,14 +93,14 @@ def build(tmp: Path) -> tuple[Any, Any]:
         categorical=["country", "device"],
     )
     loaded = attach_bundle(load_saved_model("bench", 1, path))
-    checker, _skew = build_checks(ModelConfig(name="bench", base_path=tmp), loaded)
-    return loaded.signatures["serving_default"], checker
+    checker, skew = build_checks(ModelConfig(name="bench", base_path=tmp), loaded)
+    return loaded.signatures["serving_default"], checker, skew
 
 
 def run(seconds: float = 0.5) -> list[dict[str, float]]:
     """Measure and return one row per batch size."""
     with tempfile.TemporaryDirectory() as tmp:
-        sig, checker = build(Path(tmp))
+        sig, checker, skew = build(Path(tmp))
         rng = np.random.default_rng(1)
         rows = []
         for batch in (1, 64):
@@ -108,17 +113,23 @@ def run(seconds: float = 0.5) -> list[dict[str, float]]:
             }
             prepared = sig.prepare(raw)
             check_us = _time(partial(checker.check, raw), seconds)
+            validate_us = _time(partial(sig.validate, raw), seconds)
             pre_us = _time(partial(sig.prepare, raw), seconds)
+            skew_us = _time(partial(skew.add, raw), seconds)
             full_us = _time(partial(sig.run, raw), seconds)
             model_us = full_us - pre_us
+            added_us = check_us + validate_us + pre_us + skew_us
             rows.append(
                 {
                     "batch": batch,
                     "checks_us": check_us,
+                    "validate_us": validate_us,
                     "preprocessing_us": pre_us,
+                    "skew_us": skew_us,
                     "model_us": model_us,
                     "composed_us": full_us,
-                    "overhead_vs_model": (check_us + pre_us) / model_us,
+                    "added_us": added_us,
+                    "overhead_vs_model": added_us / model_us,
                     "prepared_features": float(len(prepared)),
                 }
             )
@@ -132,14 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = run(args.seconds)
     print(
-        f"{'batch':>5} {'checks µs':>10} {'preproc µs':>11} {'model µs':>9} "
-        f"{'(c+p)/model':>12} {'per row µs':>11}"
+        f"{'batch':>5} {'checks':>8} {'validate':>9} {'preproc':>8} {'skew':>7} "
+        f"{'added':>8} {'model':>8} {'added/model':>12} {'added/row':>10}   (µs per request)"
     )
     for r in rows:
-        per_row = (r["checks_us"] + r["preprocessing_us"]) / r["batch"]
         print(
-            f"{r['batch']:>5.0f} {r['checks_us']:>10.1f} {r['preprocessing_us']:>11.1f} "
-            f"{r['model_us']:>9.1f} {r['overhead_vs_model']:>12.2f} {per_row:>11.2f}"
+            f"{r['batch']:>5.0f} {r['checks_us']:>8.1f} {r['validate_us']:>9.1f} "
+            f"{r['preprocessing_us']:>8.1f} {r['skew_us']:>7.1f} {r['added_us']:>8.1f} "
+            f"{r['model_us']:>8.1f} {r['overhead_vs_model']:>12.2f} "
+            f"{r['added_us'] / r['batch']:>10.2f}"
         )
     return 0
 

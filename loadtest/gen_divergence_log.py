@@ -9,12 +9,23 @@ The log mimics a gateway shadowing model ``fraud`` v1 -> v2 (and ``churn``
 v3 -> v4): most records are ``divergence`` events of comparison ``shadow``,
 about 2% are ``noise`` (primary replayed against itself, always identical),
 about 0.5% are ``shadow_error`` events (half of them DEADLINE_EXCEEDED) and
-0.2% ``shadow_dropped``. Divergence is more likely for ``country == "BR"``
+0.2% ``shadow_drops`` summaries (each standing for 1..20 dropped requests, as
+the gateway's mirror writes them). Divergence is more likely for ``country == "BR"``
 and large ``amount`` (and BR inputs hit an ``unseen_category`` check on the shadow
 side) so the report's feature slices have something to find.
 ``--files N`` spreads the lines over N rotated files (``divergence.jsonl``,
-``.1``, ...), ``--gzip`` compresses the rotated ones. Output is deterministic
-for a given ``--seed``.
+``.1``, ...), ``--gzip`` compresses the rotated ones. ``--replica NAME`` puts
+NAME in every record's ``replica`` (default: ``host-1:8500`` .. ``host-3:8500``
+at random per record); use one directory, seed and name per replica to mimic
+several gateways (request ids embed the seed, so they never collide)::
+
+    python -m loadtest.gen_divergence_log --lines 500000 --files 5 --seed 1 \
+        --replica host-a:8500 --out /tmp/div/a/divergence.jsonl
+    python -m loadtest.gen_divergence_log --lines 500000 --files 5 --seed 2 \
+        --replica host-b:8500 --out /tmp/div/b/divergence.jsonl
+    gateway report '/tmp/div/*/divergence.jsonl*'
+
+Output is deterministic for a given ``--seed``.
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ START = datetime(2026, 11, 25, 6, 0, 0, tzinfo=UTC)
 
 _DIV = (
     '{{"schema":"gateway.divergence/v1","ts":"{ts}","event":"divergence",'
-    '"request_id":"{rid}","replica":"host-{rep}:8500","model":"{model}",'
+    '"request_id":"{rid}","replica":"{rep}","model":"{model}",'
     '"comparison":"{comparison}","primary_version":{pv},"shadow_version":{sv},'
     '"routing_key_hash":"{rkh:08x}","rows":1,'
     '"latency_ms":{{"primary":{lp:.3f},"shadow":{ls:.3f}}},'
@@ -51,15 +62,19 @@ _DIV = (
     '"input_digest":"sha256:{rkh:08x}{rid}"}}\n'
 )
 _ERR = (
-    '{{"schema":"gateway.divergence/v1","ts":"{ts}","event":"shadow_error",'
+    '{{"schema":"gateway.divergence/v1","ts":"{ts}","event":"shadow_error","replica":"{rep}",'
     '"request_id":"{rid}","model":"{model}","comparison":"shadow","primary_version":{pv},'
-    '"shadow_version":{sv},"error":"{error}"}}\n'
+    '"shadow_version":{sv},"shadow_target":"canary","error":"{error}","message":"{message}"}}\n'
 )
 _DROP = (
-    '{{"schema":"gateway.divergence/v1","ts":"{ts}","event":"shadow_dropped",'
-    '"request_id":"{rid}","model":"{model}","comparison":"shadow","primary_version":{pv},'
-    '"shadow_version":{sv},"reason":"queue_full"}}\n'
+    '{{"schema":"gateway.divergence/v1","ts":"{ts}","event":"shadow_drops","replica":"{rep}",'
+    '"model":"{model}","shadow_version":{sv},"count":{count},"comparison":"shadow",'
+    '"shadow_target":"canary"}}\n'
 )
+_MESSAGES = {
+    "DEADLINE_EXCEEDED": "no answer within 1000 ms",
+    "UNAVAILABLE": "version 2 of model 'fraud' is not available (UNLOADING)",
+}
 _MISMATCH = (
     '{"feature":"amount","kind":"out_of_range","value":%.2f,"count":1,"reference":"[1.0, 5000.0]"}'
 )
@@ -83,12 +98,19 @@ def _b(value: bool) -> str:
 
 
 def generate(
-    path: Path, lines: int, *, seed: int = 0, files: int = 1, gz: bool = False
+    path: Path,
+    lines: int,
+    *,
+    seed: int = 0,
+    files: int = 1,
+    gz: bool = False,
+    replica: str | None = None,
 ) -> list[Path]:
     """Write `lines` records spread over `files` rotated files next to `path`; return the paths.
 
     The newest file is `path` itself, older ones `path.1`, `path.2`, ...
-    (``.gz`` appended when `gz`).
+    (``.gz`` appended when `gz`). `replica` is written in every record
+    (default: one of ``host-1:8500`` .. ``host-3:8500`` at random per record).
     """
     rng = np.random.default_rng(seed)
     kinds = rng.choice(4, size=lines, p=(0.973, 0.02, 0.005, 0.002))
@@ -104,6 +126,8 @@ def generate(
     lat_p = rng.gamma(4.0, 0.5, lines)
     lat_s = lat_p * rng.uniform(0.9, 1.6, lines)
     reps = rng.integers(1, 4, lines)
+    drop_counts = rng.integers(1, 21, lines)
+    replicas = [f"host-{r}:8500" for r in (1, 2, 3)] if replica is None else [replica] * 3
     rkh = rng.integers(0, 2**32, lines)
     per_file = -(-lines // max(files, 1))
     paths = [path] + [Path(f"{path}.{i}") for i in range(1, files)]
@@ -124,10 +148,27 @@ def generate(
                 if kind == 2:
                     error = "DEADLINE_EXCEEDED" if i % 2 else "UNAVAILABLE"
                     chunk.append(
-                        _ERR.format(ts=ts, rid=rid, model=model, pv=pv, sv=sv, error=error)
+                        _ERR.format(
+                            ts=ts,
+                            rep=replicas[reps[i] - 1],
+                            rid=rid,
+                            model=model,
+                            pv=pv,
+                            sv=sv,
+                            error=error,
+                            message=_MESSAGES[error],
+                        )
                     )
                 elif kind == 3:
-                    chunk.append(_DROP.format(ts=ts, rid=rid, model=model, pv=pv, sv=sv))
+                    chunk.append(
+                        _DROP.format(
+                            ts=ts,
+                            rep=replicas[reps[i] - 1],
+                            model=model,
+                            sv=sv,
+                            count=drop_counts[i],
+                        )
+                    )
                 else:
                     noise = kind == 1
                     d = bool(diverged[i]) and not noise
@@ -142,7 +183,7 @@ def generate(
                         _DIV.format(
                             ts=ts,
                             rid=rid,
-                            rep=reps[i],
+                            rep=replicas[reps[i] - 1],
                             model=model,
                             comparison="noise" if noise else "shadow",
                             pv=pv,
@@ -182,10 +223,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--files", type=int, default=1, help="number of rotated files")
     parser.add_argument("--gzip", action="store_true", help="gzip the rotated (.1, .2...) files")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--replica", default=None, help="replica name in every record (default: random host-N)"
+    )
     args = parser.parse_args(argv)
     if args.lines < 0 or args.files < 1:
         parser.error("--lines must be >= 0 and --files >= 1")
-    paths = generate(args.out, args.lines, seed=args.seed, files=args.files, gz=args.gzip)
+    paths = generate(
+        args.out, args.lines, seed=args.seed, files=args.files, gz=args.gzip, replica=args.replica
+    )
     json.dump({"files": [str(p) for p in paths], "lines": args.lines}, sys.stdout)
     sys.stdout.write("\n")
     return 0

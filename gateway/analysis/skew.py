@@ -15,14 +15,19 @@ a ring buffer of slices (count- and/or time-based) and reports the metrics
 against the training statistics.  Bucketing of serving values:
 
 * numeric features use the training histogram's bucket edges (equal-width for
-  JS and L-inf, quantile buckets for PSI); values outside the training range are
-  counted in the first / last bucket (so they show up as mass piling up at the
-  edges; the per-request ``out_of_range`` check reports them individually), and
-  NaN / inf are left out (``nan_or_inf`` covers them);
+  JS and L-inf, quantile buckets for PSI) plus an underflow bucket (below the
+  training min) and an overflow bucket (above the training max), both empty in
+  training.  Mass outside the training range thus counts as mass training never
+  had, as in TFDV, which aligns the two histograms on the union of their
+  boundaries (a serving stream sitting entirely beyond the training max has JS
+  1, not the JS of a stream piled up in the last training bucket).  NaN / inf
+  are left out (the ``nan_or_inf`` check covers them);
 * categorical features use one bucket per listed training value plus one
   "other" bucket that holds both the training ``other_count`` (values beyond the
-  frequency cap) and every serving value not listed.  Aggregating unseen values
-  into one bucket makes L-inf at least as large as TFDV's per-value L-inf.
+  frequency cap) and every serving value not listed.  When the training
+  frequencies are complete (not capped) this L-inf equals TFDV's per-value
+  L-inf when at most one unseen value occurs, and is larger otherwise (the
+  unseen values' shares add up instead of counting only the largest).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -188,12 +193,12 @@ class _Buckets:
             return
         num = st.numeric
         assert num is not None
-        self.inner = np.asarray(num.histogram.edges[1:-1], dtype=np.float64)
-        self.q_inner = np.asarray(num.quantile_histogram.edges[1:-1], dtype=np.float64)
-        self.num_main = num.histogram.num_buckets
-        self.num_buckets = self.num_main + num.quantile_histogram.num_buckets
-        self.train = np.asarray(num.histogram.counts, dtype=np.float64)
-        self.train_psi = np.asarray(num.quantile_histogram.counts, dtype=np.float64)
+        self.edges = _search_edges(num.histogram.edges)
+        self.q_edges = _search_edges(num.quantile_histogram.edges)
+        self.num_main = num.histogram.num_buckets + 2
+        self.num_buckets = self.num_main + num.quantile_histogram.num_buckets + 2
+        self.train = np.asarray([0, *num.histogram.counts, 0], dtype=np.float64)
+        self.train_psi = np.asarray([0, *num.quantile_histogram.counts, 0], dtype=np.float64)
 
     def indices(self, values: np.ndarray) -> tuple[np.ndarray, int]:
         """(bucket indices into the feature's count array, number of values counted)."""
@@ -213,29 +218,45 @@ class _Buckets:
                 keys = flat.astype(np.int64, copy=False)
             if keys_sorted.size == 0:
                 return np.full(keys.shape, self.other, dtype=np.int64), keys.size
-            pos = np.searchsorted(keys_sorted, keys)
+            pos = keys_sorted.searchsorted(keys)
             np.minimum(pos, keys_sorted.size - 1, out=pos)
             idx = np.where(keys_sorted[pos] == keys, self.sorted_bucket[pos], self.other)
             return idx, keys.size
         if flat.dtype.kind not in "fiub":
             return np.zeros(0, dtype=np.int64), 0
         x = flat.astype(np.float64, copy=False)
-        if x.dtype.kind == "f":
-            x = x[np.isfinite(x)]
-        a = np.searchsorted(self.inner, x, side="right")
-        b = np.searchsorted(self.q_inner, x, side="right") + self.num_main
-        return np.concatenate((a, b)), x.size
+        finite = np.isfinite(x)
+        if not finite.all():
+            x = x[finite]
+        main = self.edges.searchsorted(x, side="right")
+        quantile = self.q_edges.searchsorted(x, side="right")
+        quantile += self.num_main
+        return np.concatenate((main, quantile)), x.size
+
+
+def _search_edges(edges: Sequence[float]) -> np.ndarray:
+    """Histogram edges prepared so that ``np.searchsorted(e, x, side="right")`` is the index
+    of ``x`` among [underflow, training buckets..., overflow].
+
+    Training bucket i (index i + 1) holds [edges[i], edges[i+1]), the last one closed:
+    the last edge is moved up by one ulp so that a value equal to the training max
+    lands in the last training bucket, not in the overflow bucket (the same for the
+    single point bucket of a constant training feature).
+    """
+    out = np.asarray(edges, dtype=np.float64).copy()
+    out[-1] = np.nextafter(out[-1], np.inf)
+    return out
 
 
 class _Ring:
-    """Ring buffer of per-slice bucket counts with a running total."""
+    """Ring buffer of per-slice bucket counts (an evicted slice is zeroed, so the window's
+    counts are the sum over all slices, computed when reported, not per batch)."""
 
     def __init__(self, num_buckets: int, num_slices: int) -> None:
         self.cap = num_slices + 1  # full slices + the one being filled
         self.counts = np.zeros((self.cap, num_buckets), dtype=np.int64)
         self.values = np.zeros(self.cap, dtype=np.int64)
         self.slice_id = np.zeros(self.cap, dtype=np.int64)
-        self.total = np.zeros(num_buckets, dtype=np.int64)
         self.total_values = 0
         self.head = 0
         self.used = 1
@@ -245,7 +266,6 @@ class _Ring:
 
     def evict_oldest(self) -> None:
         i = self.oldest()
-        self.total -= self.counts[i]
         self.total_values -= int(self.values[i])
         self.counts[i] = 0
         self.values[i] = 0
@@ -262,15 +282,19 @@ class _Ring:
 
     def add(self, idx: np.ndarray, num_values: int) -> None:
         row = self.counts[self.head]
-        if idx.size * 8 < row.size:
+        if num_values == 1:
+            row[idx] += 1  # one value: its (at most two) bucket indices are distinct
+        elif idx.size * 8 < row.size:
             np.add.at(row, idx, 1)
-            np.add.at(self.total, idx, 1)
         else:
-            c = np.bincount(idx, minlength=row.size)
-            row += c
-            self.total += c
+            row += np.bincount(idx, minlength=row.size)
         self.values[self.head] += num_values
         self.total_values += num_values
+
+    def total(self) -> np.ndarray:
+        """Bucket counts of the whole window."""
+        out: np.ndarray = self.counts.sum(axis=0)
+        return out
 
 
 class SkewWindow:
@@ -352,8 +376,12 @@ class SkewWindow:
     def _add_counted(self, ring: _Ring, idx: np.ndarray, n: int, now_id: int) -> None:
         """Fill slices of ``_slice_values`` values each, then evict beyond ``max_values``."""
         assert self._slice_values is not None and self._max_values is not None
+        if n <= self._slice_values - int(ring.values[ring.head]):
+            ring.add(idx, n)  # the common case: the batch fits the current slice
+            start = n
+        else:
+            start = 0
         per_value = idx.size // n if n else 0  # numeric features count 2 buckets per value
-        start = 0
         while start < n:
             room = self._slice_values - int(ring.values[ring.head])
             if room <= 0:
@@ -383,7 +411,7 @@ class SkewWindow:
             snapshot = {}
             for name, ring in self._rings.items():
                 self._roll(ring, now_id)
-                snapshot[name] = (ring.total.copy(), ring.total_values)
+                snapshot[name] = (ring.total(), ring.total_values)
         cfg = self.config
         for name, (total, n) in snapshot.items():
             b = self._buckets[name]

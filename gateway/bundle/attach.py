@@ -25,6 +25,7 @@ from gateway._proto.gateway.v1 import bundle_pb2, preprocessing_pb2, statistics_
 from gateway.analysis.statistics import FeatureStatistics
 from gateway.bundle.format import (
     GOLDEN,
+    MANIFEST,
     PREPROCESSING,
     STATISTICS,
     TRANSFORM,
@@ -77,27 +78,51 @@ def verify_bundle(path: Path) -> None:
         raise VersionLoadError(f"manifest mismatch: {exc}") from exc
 
 
+def _read_message(path: Path, rel: Path, message: Any) -> Any:
+    """Parse one bundle file; a failure names the file (and what could not be parsed)."""
+    try:
+        return message.FromString((path / rel).read_bytes())
+    except Exception as exc:
+        raise VersionLoadError(
+            f"{rel}: cannot parse as {message.DESCRIPTOR.full_name} ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); the file is corrupt or was written by another tool"
+        ) from exc
+
+
 def read_bundle(path: Path) -> Bundle | None:
-    """Read the bundle files of a version directory; None when it has none."""
+    """Read the bundle files of a version directory; None when it has none.
+
+    Raises `VersionLoadError` whose message starts with the path of the file that
+    cannot be parsed or decoded (e.g. ``assets.extra/gateway/preprocessing.pb: ...``).
+    """
     files = [path / f for f in (PREPROCESSING, STATISTICS, GOLDEN)]
-    manifest_path = path / "assets.extra" / "gateway" / "manifest.pb"
     if not any(f.exists() for f in files) and not (path / TRANSFORM).exists():
         return None
     manifest = None
-    if manifest_path.is_file():
-        manifest = bundle_pb2.BundleManifest.FromString(manifest_path.read_bytes())
-    try:
-        pre = None
-        if (path / PREPROCESSING).is_file():
-            msg = preprocessing_pb2.Preprocessing.FromString((path / PREPROCESSING).read_bytes())
+    if (path / MANIFEST).is_file():
+        manifest = _read_message(path, MANIFEST, bundle_pb2.BundleManifest)
+    pre = None
+    if (path / PREPROCESSING).is_file():
+        msg = _read_message(path, PREPROCESSING, preprocessing_pb2.Preprocessing)
+        try:
             pre = Preprocessing.from_proto(msg)
-        stats = None
-        if (path / STATISTICS).is_file():
-            smsg = statistics_pb2.FeatureStatistics.FromString((path / STATISTICS).read_bytes())
+        except Exception as exc:
+            raise VersionLoadError(
+                f"{PREPROCESSING}: invalid preprocessing ({type(exc).__name__}: {exc})"
+            ) from exc
+    stats = None
+    if (path / STATISTICS).is_file():
+        smsg = _read_message(path, STATISTICS, statistics_pb2.FeatureStatistics)
+        try:
             stats = FeatureStatistics.from_proto(smsg)
-        golden = None
-        if (path / GOLDEN).is_file():
-            g = bundle_pb2.GoldenRecords.FromString((path / GOLDEN).read_bytes())
+        except Exception as exc:
+            raise VersionLoadError(
+                f"{STATISTICS}: invalid statistics ({type(exc).__name__}: {exc})"
+            ) from exc
+    golden = None
+    if (path / GOLDEN).is_file():
+        g = _read_message(path, GOLDEN, bundle_pb2.GoldenRecords)
+        try:
             golden = Golden(
                 g.signature_name or "serving_default",
                 tensors_from_proto(g.raw),
@@ -106,22 +131,67 @@ def read_bundle(path: Path) -> Bundle | None:
                 g.atol,
                 g.rtol,
             )
-    except Exception as exc:
-        raise VersionLoadError(f"bundle file unreadable: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            raise VersionLoadError(
+                f"{GOLDEN}: invalid golden records ({type(exc).__name__}: {exc})"
+            ) from exc
     transform = _load_transform(path / TRANSFORM) if (path / TRANSFORM).exists() else None
     return Bundle(manifest, pre, stats, golden, transform)
+
+
+TFT_SIGNATURE = "transform_signature"
+"""The signature key of TF Transform's TF1-style transform_fn SavedModels."""
+
+
+def transform_saved_model_dir(path: Path) -> Path:
+    """The SavedModel directory of a graph transform: `path` itself, or `path/transform_fn`
+    when `path` is a TF Transform output directory (``transform_fn/`` and
+    ``transformed_metadata/``)."""
+    if (
+        not (path / "saved_model.pb").is_file()
+        and (path / "transform_fn" / "saved_model.pb").is_file()
+    ):
+        return path / "transform_fn"
+    return path
+
+
+def _transform_function(obj: Any, where: str) -> tuple[Any, dict[str, Any], bool]:
+    """(callable, {feature: numpy dtype}, takes_one_dict) of a loaded graph transform.
+
+    Looks, in order, for TF Transform's TF2 layout (a ``transform_fn`` function taking one
+    dict of features), its TF1 layout (signature ``transform_signature``), and a
+    ``serving_default`` signature taking one keyword argument per feature.
+    """
+    restored = getattr(obj, "transform_fn", None)
+    concrete = list(getattr(restored, "concrete_functions", ()) or ())
+    if restored is not None and len(concrete) == 1:
+        args, _kwargs = concrete[0].structured_input_signature
+        if len(args) == 1 and isinstance(args[0], Mapping):
+            wanted = {name: spec.dtype.as_numpy_dtype for name, spec in args[0].items()}
+            return concrete[0], wanted, True
+    signatures = getattr(obj, "signatures", {}) or {}
+    for key in (TFT_SIGNATURE, "serving_default"):
+        if key in signatures:
+            fn = signatures[key]
+            _, kwargs = fn.structured_input_signature
+            return fn, {name: spec.dtype.as_numpy_dtype for name, spec in kwargs.items()}, False
+    raise VersionLoadError(
+        f"{where}: the graph transform has no 'transform_fn' function taking a dict of "
+        f"features and no '{TFT_SIGNATURE}' or 'serving_default' signature "
+        f"(signatures: {sorted(signatures)})"
+    )
 
 
 def _load_transform(path: Path) -> Callable[[Arrays], Arrays]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
+    where = TRANSFORM.as_posix()
     try:
-        fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+        obj = tf.saved_model.load(str(transform_saved_model_dir(path)))
     except Exception as exc:
-        raise VersionLoadError(f"{TRANSFORM}: cannot load the graph transform: {exc}") from exc
-    _, kwargs = fn.structured_input_signature
-    wanted = {name: spec.dtype.as_numpy_dtype for name, spec in kwargs.items()}
+        raise VersionLoadError(f"{where}: cannot load the graph transform: {exc}") from exc
+    fn, wanted, takes_dict = _transform_function(obj, where)
 
     def transform(features: Arrays) -> Arrays:
         args = {}
@@ -131,10 +201,11 @@ def _load_transform(path: Path) -> Callable[[Arrays], Arrays]:
             value = features[name]
             args[name] = tf.constant(value if value.dtype.kind in "OSU" else value.astype(dtype))
         try:
-            out = fn(**args)
-        except tf.errors.InvalidArgumentError as exc:
-            raise InvalidInput(f"graph transform rejected input: {exc.message[:300]}") from exc
-        return {k: v.numpy() for k, v in out.items()}
+            out = fn(args) if takes_dict else fn(**args)
+        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
+            text = getattr(exc, "message", None) or str(exc)
+            raise InvalidInput(f"graph transform rejected input: {text[:300]}") from exc
+        return {k: np.asarray(v.numpy()) for k, v in out.items()}
 
     return transform
 

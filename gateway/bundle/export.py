@@ -111,7 +111,15 @@ def _save_transform(transform: Any, target: Path) -> None:
     import tensorflow as tf
 
     if isinstance(transform, (str, os.PathLike)):
-        shutil.copytree(Path(transform), target)
+        from gateway.bundle.attach import transform_saved_model_dir
+
+        source = Path(transform)
+        if not (transform_saved_model_dir(source) / "saved_model.pb").is_file():
+            raise ValueError(
+                f"graph_transform: {source} is not a SavedModel directory (no saved_model.pb, "
+                "nor transform_fn/saved_model.pb as in a TF Transform output directory)"
+            )
+        shutil.copytree(source, target)
         return
     if not hasattr(transform, "get_concrete_function"):
         raise TypeError(
@@ -183,9 +191,30 @@ def export_version(
     makes the load-time self test also catch preprocessing missing from the
     bundle; without it golden outputs are computed here. `graph_transform` (a
     `tf.function` taking and returning a dict, or a SavedModel path, like TF
-    Transform's transform_fn) runs after the per-feature preprocessing.
+    Transform's transform_fn) runs after the per-feature preprocessing; its
+    outputs are added to (or replace) the features fed to the model.
+    `preprocessing`, `graph_transform` and `training_outputs` need
+    `train_features` (ValueError otherwise).
     The directory appears atomically (written aside, then renamed).
     """
+    if train_features is None:
+        given = [
+            name
+            for name, value in (
+                ("preprocessing", preprocessing),
+                ("graph_transform", graph_transform),
+                ("training_outputs", training_outputs),
+            )
+            if value is not None and (not isinstance(value, Mapping) or len(value) > 0)
+        ]
+        if given:
+            # Without training values there is no raw-feature signature, no statistics and
+            # no golden records: the preprocessing would silently not ship.
+            raise ValueError(
+                f"{', '.join(given)} given without train_features: pass the raw training "
+                "features (the exporter derives the raw signature, the statistics and the "
+                "golden records from them)"
+            )
     base = Path(base_path)
     base.mkdir(parents=True, exist_ok=True)
     final = base / str(int(version))

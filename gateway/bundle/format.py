@@ -114,10 +114,19 @@ def verify_manifest(version_dir: Path) -> bundle_pb2.BundleManifest | None:
     """Check every file against the manifest; None when the version has no bundle.
 
     Raises `ValueError` whose message names the first file that is missing,
-    unexpected, of the wrong size or with the wrong sha256.
+    unexpected, of the wrong size or with the wrong sha256. A version that has
+    gateway bundle files but no manifest is an error too (a deleted manifest
+    must not switch verification off).
     """
     path = version_dir / MANIFEST
     if not path.is_file():
+        bundle = version_dir / BUNDLE_DIR
+        bundle_files = sorted(p.name for p in bundle.iterdir()) if bundle.is_dir() else []
+        if bundle_files:
+            raise ValueError(
+                f"{MANIFEST}: missing, but the version has gateway bundle files "
+                f"({', '.join(bundle_files)}); re-export the version"
+            )
         return None
     manifest = bundle_pb2.BundleManifest()
     try:

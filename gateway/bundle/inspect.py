@@ -47,6 +47,11 @@ def _stats_lines(msg: Any) -> list[str]:
             )
             qs = ", ".join(f"p{p:g}={v:.4g}" for p, v in n.quantiles)
             lines.append(f"    quantiles: {qs}")
+            h = n.histogram
+            lines.append(
+                f"    histogram: {h.num_buckets} equal-width buckets, counts "
+                f"{' '.join(str(c) for c in h.counts)}"
+            )
         elif st.categorical is not None:
             c = st.categorical
             top = ", ".join(f"{v!r}:{k}" for v, k in list(zip(c.values, c.counts, strict=True))[:8])
@@ -58,48 +63,65 @@ def _stats_lines(msg: Any) -> list[str]:
     return lines
 
 
+def _parse(version_dir: Path, rel: Path, message: Any, out: list[str]) -> Any:
+    """The parsed bundle file, or None (with an "unreadable" line) when it does not parse."""
+    try:
+        return message.FromString((version_dir / rel).read_bytes())
+    except Exception as exc:
+        out.append(f"{rel}: UNREADABLE ({type(exc).__name__}: {str(exc)[:120]})")
+        return None
+
+
 def inspect_version(version_dir: Path, verify: bool = True) -> str:
-    """Text description of the SavedModel signatures and bundle files of `version_dir`."""
+    """Text description of the SavedModel signatures and bundle files of `version_dir`.
+
+    Never raises for a damaged bundle: unreadable files and verification failures
+    are lines of the output (``verification: FAILED: ...``, ``...: UNREADABLE``).
+    """
     from google.protobuf import text_format
 
+    from gateway.bundle.format import verify_manifest
+
     out = [f"version directory: {version_dir}", "signatures:", *_signatures(version_dir)]
-    manifest_path = version_dir / MANIFEST
-    if manifest_path.is_file():
-        manifest = bundle_pb2.BundleManifest.FromString(manifest_path.read_bytes())
+    manifest = None
+    if (version_dir / MANIFEST).is_file():
+        manifest = _parse(version_dir, MANIFEST, bundle_pb2.BundleManifest, out)
+    if manifest is not None:
         out.append(
             f"manifest: format {manifest.format_version}, created {manifest.created_at} by gateway "
             f"{manifest.gateway_version}, golden outputs from {manifest.golden_outputs_source!r}"
         )
         for f in manifest.files:
             out.append(f"  {f.sha256[:16]}  {f.size:>10}  {f.path}")
-        if verify:
-            from gateway.bundle.format import verify_manifest
-
-            try:
-                verify_manifest(version_dir)
-                out.append("  verification: OK (every file matches its sha256)")
-            except ValueError as exc:
-                out.append(f"  verification: FAILED: {exc}")
-    else:
+    elif not (version_dir / MANIFEST).is_file():
         out.append("manifest: none (not exported with gateway.export_version)")
+    if verify:
+        try:
+            if verify_manifest(version_dir) is not None:
+                out.append("  verification: OK (every file matches its sha256)")
+        except ValueError as exc:
+            out.append(f"  verification: FAILED: {exc}")
     if (version_dir / PREPROCESSING).is_file():
-        pre = preprocessing_pb2.Preprocessing.FromString((version_dir / PREPROCESSING).read_bytes())
-        out.append("preprocessing:")
-        out.extend("  " + line for line in text_format.MessageToString(pre).splitlines())
+        pre = _parse(version_dir, PREPROCESSING, preprocessing_pb2.Preprocessing, out)
+        if pre is not None:
+            out.append("preprocessing:")
+            out.extend("  " + line for line in text_format.MessageToString(pre).splitlines())
     if (version_dir / TRANSFORM).is_dir():
         out.append(f"graph transform: {TRANSFORM}/ (a SavedModel)")
     if (version_dir / STATISTICS).is_file():
-        stats = statistics_pb2.FeatureStatistics.FromString((version_dir / STATISTICS).read_bytes())
-        out.append("training statistics:")
-        out.extend(_stats_lines(stats))
+        stats = _parse(version_dir, STATISTICS, statistics_pb2.FeatureStatistics, out)
+        if stats is not None:
+            out.append(f"training statistics ({stats.num_examples} examples):")
+            out.extend(_stats_lines(stats))
     if (version_dir / GOLDEN).is_file():
-        golden = bundle_pb2.GoldenRecords.FromString((version_dir / GOLDEN).read_bytes())
-        out.append(
-            f"golden records: {golden.rows} rows for signature '{golden.signature_name}', "
-            f"atol={golden.atol:g} rtol={golden.rtol:g}; raw {sorted(golden.raw.tensors)}, "
-            f"transformed {sorted(golden.transformed.tensors)}, "
-            f"outputs {sorted(golden.outputs.tensors)}"
-        )
+        golden = _parse(version_dir, GOLDEN, bundle_pb2.GoldenRecords, out)
+        if golden is not None:
+            out.append(
+                f"golden records: {golden.rows} rows for signature '{golden.signature_name}', "
+                f"atol={golden.atol:g} rtol={golden.rtol:g}; raw {sorted(golden.raw.tensors)}, "
+                f"transformed {sorted(golden.transformed.tensors)}, "
+                f"outputs {sorted(golden.outputs.tensors)}"
+            )
     return "\n".join(out)
 
 
@@ -114,4 +136,4 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(json.dumps({"text": text.splitlines()}, indent=1))
     else:
         print(text)
-    return 1 if "verification: FAILED" in text else 0
+    return 1 if "verification: FAILED" in text or ": UNREADABLE (" in text else 0

@@ -3,8 +3,10 @@
 Contract: the page references no external URL (no CDN, fonts, images or
 scripts): CSS is inline, charts are inline SVG generated here, and one small
 inline script makes tables sortable and then sets
-``<span id="js-status">ok</span>`` (tests use it to prove the script ran
-without errors). Every string taken from the logs is HTML-escaped.
+``<span id="js-status">ok</span>`` with ``data-groups``, ``data-tables``,
+``data-charts`` (``svg.chart`` elements) and ``data-charts-drawn`` (those laid
+out with a non-zero size and at least one mark) attributes (tests use it to
+prove the script ran without errors and the plots are visible). Every string taken from the logs is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ td.l, th.l { text-align: left; }
 .pill { display: inline-block; padding: 1px 8px; border-radius: 10px; background: #eef1f6;
         margin-right: 6px; }
 svg text { font: 11px system-ui, sans-serif; fill: var(--muted); }
+svg.chart { display: block; max-width: 100%; height: auto; }
 .empty { color: var(--muted); font-style: italic; }
 footer { color: var(--muted); margin-top: 32px; font-size: 12px; }
 """
@@ -79,11 +82,21 @@ _JS: Final = """
       th.addEventListener("click", function () { sortTable(table, i, th); });
     });
   });
+  var charts = document.querySelectorAll("svg.chart");
+  var drawn = 0;
+  Array.prototype.forEach.call(charts, function (svg) {
+    var box = svg.getBoundingClientRect();
+    if (box.width > 0 && box.height > 0 && svg.querySelector("rect, polyline, circle")) {
+      drawn += 1;
+    }
+  });
   var data = JSON.parse(document.getElementById("report-data").textContent);
   var status = document.getElementById("js-status");
   status.textContent = "ok";
   status.setAttribute("data-groups", String(data.groups));
   status.setAttribute("data-tables", String(tables.length));
+  status.setAttribute("data-charts", String(charts.length));
+  status.setAttribute("data-charts-drawn", String(drawn));
 })();
 """
 
@@ -314,32 +327,15 @@ def _group_section(group: dict[str, Any]) -> str:
     out.append('<div class="card"><h3>Divergence rate over time</h3>')
     out.append(timeline_svg(group["timeline"]))
     out.append("</div>")
-    slice_rows: list[list[Any]] = []
-    sort_rows: list[list[Any]] = []
-    for s in group["feature_checks"]:
-        slice_rows.append(
-            [
-                s["feature"],
-                f"check: {s['kind']}",
-                s["requests"],
-                s["diverged"],
-                pct(s["rate"]),
-                _lift(s["lift"]),
-            ]
-        )
-        sort_rows.append([None, None, None, None, s["rate"], s["lift"]])
-    for s in group["feature_values"]:
-        slice_rows.append(
-            [
-                s["feature"],
-                f"value: {s['bucket']}",
-                s["requests"],
-                s["diverged"],
-                pct(s["rate"]),
-                _lift(s["lift"]),
-            ]
-        )
-        sort_rows.append([None, None, None, None, s["rate"], s["lift"]])
+    slices = [(s, f"check: {s['kind']}") for s in group["feature_checks"]]
+    slices += [(s, f"value: {s['bucket']}") for s in group["feature_values"]]
+    # One list, as on the terminal: highest lift first (stable, so ties keep summary order).
+    slices.sort(key=lambda item: -(item[0]["lift"] if item[0]["lift"] is not None else -1.0))
+    slice_rows = [
+        [s["feature"], label, s["requests"], s["diverged"], pct(s["rate"]), _lift(s["lift"])]
+        for s, label in slices
+    ]
+    sort_rows = [[None, None, None, None, s["rate"], s["lift"]] for s, _ in slices]
     out.append('<div class="card"><h3>Top diverging features (sorted by lift)</h3>')
     if group["diverged"]:
         out.append(

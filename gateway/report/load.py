@@ -17,8 +17,10 @@ Contract
   fm_p, fm_s, features, filename``. ``comparison`` defaults to ``shadow``;
   ``diverged`` falls back to "any output diverged" when absent.
 
-  ``ev``: one row per other event (``shadow_error``, ``shadow_dropped``, ...)
-  with columns ``event, model, comparison, pv, sv, error, t``.
+  ``ev``: one row per other event (``shadow_error``, ``shadow_drops``, ...)
+  with columns ``event, model, comparison, pv, sv, error, n, t``; ``n`` is the
+  record's ``count`` (how many requests a ``shadow_drops`` summary stands
+  for), 1 when absent.
 
 * Records sharing ``(model, request_id, shadow_version, comparison)`` (and
   ``event``) are duplicates (e.g. the same request in two replicas' files):
@@ -65,6 +67,7 @@ COLUMNS: Final[dict[str, str]] = {
     "feature_mismatches": f'STRUCT("primary" {_MISMATCH_LIST}, shadow {_MISMATCH_LIST})',
     "features": "MAP(VARCHAR, JSON)",
     "error": "VARCHAR",
+    "count": "BIGINT",
 }
 """The fields the report reads, with their DuckDB types (everything else is ignored)."""
 
@@ -288,7 +291,7 @@ def load_logs(
         f"""
         CREATE OR REPLACE TEMP TABLE ev AS
         SELECT event, model, comparison_ AS comparison, primary_version AS pv,
-               shadow_version AS sv, error, t
+               shadow_version AS sv, error, coalesce("count", 1) AS n, t
         FROM raw
         WHERE event <> 'divergence' AND {where}
         QUALIFY request_id IS NULL OR row_number() OVER (

@@ -11,9 +11,12 @@ Definitions (each per group = (model, comparison, primary_version, shadow_versio
   where any output has ``label_flip = true``, over requests.
 * ``errors``: ``*_error`` events (timeouts included), ``timeouts``: the
   subset whose ``error`` mentions DEADLINE or TIMEOUT (or ``*_timeout``
-  events), ``drops``: ``*_dropped`` events. Events are matched to the group of
-  the same model, comparison and shadow version (and primary version when
-  they carry one, else the group with most requests).
+  events), ``drops``: the sum of the ``count`` of ``shadow_drops`` summaries
+  (``*_dropped`` / ``*_drop`` events without a ``count`` count 1 each).
+  Events are matched to the group of the same model and comparison, and of
+  the same shadow and primary version when they carry one (the gateway
+  writes ``shadow_version: null`` when the shadow could not be resolved);
+  among several candidates the group with most requests wins.
 * Percentiles are linear-interpolated (numpy's default) over the records that
   carry the metric; ``max`` is the exact max.
 * Feature slices: ``feature_checks`` slice records by a (feature, kind)
@@ -230,7 +233,10 @@ def _events(
         "(event LIKE '%\\_timeout' ESCAPE '\\' OR (event LIKE '%\\_error' ESCAPE '\\' AND "
         "(upper(error) LIKE '%DEADLINE%' OR upper(error) LIKE '%TIMEOUT%')))"
     )
-    is_drop = "(event LIKE '%\\_dropped' ESCAPE '\\' OR event LIKE '%\\_drop' ESCAPE '\\')"
+    is_drop = (
+        "(event LIKE '%\\_drops' ESCAPE '\\' OR event LIKE '%\\_dropped' ESCAPE '\\' "
+        "OR event LIKE '%\\_drop' ESCAPE '\\')"
+    )
     other: dict[str, int] = {}
     unattributed = 0
     for event, count in _rows(
@@ -244,7 +250,7 @@ def _events(
         f"""
         SELECT model, comparison, pv, sv,
                count(*) FILTER (WHERE {is_error}), count(*) FILTER (WHERE {is_timeout}),
-               count(*) FILTER (WHERE {is_drop})
+               coalesce(sum(n) FILTER (WHERE {is_drop}), 0)::BIGINT
         FROM ev WHERE {is_error} OR {is_drop}
         GROUP BY ALL ORDER BY ALL
         """,
@@ -268,7 +274,7 @@ def _events(
             for gid, g in groups.items()
             if g["model"] == model
             and g["comparison"] == comparison
-            and g["shadow_version"] == sv
+            and (sv is None or g["shadow_version"] == sv)
             and (pv is None or g["primary_version"] == pv)
         ]
         if candidates:

@@ -91,3 +91,61 @@ def test_out_of_range_is_logged_then_rejected_when_configured(seed_bundle, gatew
     assert "feature 'x'" in details and "400" in details and "training range" in details, details
     # an in-range request still passes
     stub.Predict(predict_request("fraud", {"x": np.array([[2.0]], np.float32)}))
+
+
+def test_sensitive_feature_values_never_reach_logs_errors_or_metrics(seed_bundle, gateway_factory):
+    import json
+
+    import structlog
+    from structlog.testing import capture_logs
+
+    secret = 31337.5  # exact in float32; its digits must appear nowhere below
+    gw = gateway_factory(
+        {
+            "models": [
+                {
+                    "name": "fraud",
+                    "base_path": str(seed_bundle["with"]),
+                    "feature_checks": {"sensitive_features": ["x"]},
+                }
+            ]
+        }
+    )
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(gw.channel)
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        stub.Predict(predict_request("fraud", {"x": np.array([[secret]], np.float32)}))
+    (record,) = [r for r in logs if r["event"] == "feature_mismatch"]
+    kinds = {m["kind"] for m in record["mismatches"]}
+    assert kinds == {"out_of_range", "z_score"}
+    assert all(m["value"] is None and m["feature"] == "x" for m in record["mismatches"])
+    record.pop("request_id", None)  # random hex, could contain any digits
+    assert "31337" not in json.dumps(record, default=str)
+    metrics = (
+        urllib.request.urlopen(f"http://127.0.0.1:{gw.gateway.metrics_port}/metrics")
+        .read()
+        .decode()
+    )
+    lines = [line for line in metrics.splitlines() if 'feature="x"' in line]
+    assert any('kind="out_of_range"' in line for line in lines)
+    assert not any("31337" in line for line in lines)
+
+    strict = gateway_factory(
+        {
+            "models": [
+                {
+                    "name": "fraud",
+                    "base_path": str(seed_bundle["with"]),
+                    "feature_checks": {
+                        "sensitive_features": ["x"],
+                        "actions": {"out_of_range": "reject"},
+                    },
+                }
+            ]
+        }
+    )
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(strict.channel)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Predict(predict_request("fraud", {"x": np.array([[secret]], np.float32)}))
+    details = err.value.details()
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "feature 'x'" in details and "training range" in details and "31337" not in details

@@ -45,7 +45,7 @@ def _config(tmp_path: Path, base: Path, **rollout: Any) -> dict[str, Any]:
             "compared": 10,
             "error_requests": 10,
             "primary_requests": 10,
-            "latency": 10,
+            "latency": 30,
         },
         **rollout,
     }

@@ -66,26 +66,57 @@ def _small_stats() -> FeatureStatistics:
     )
 
 
-def test_window_metrics_equal_hand_computed_values_with_edge_buckets() -> None:
+def test_window_metrics_equal_hand_computed_values_with_overflow_buckets() -> None:
     stats = _small_stats()
     w = SkewWindow(stats, SkewConfig(min_values=1), max_values=100)
-    # out-of-range values are clamped into the edge buckets: [-5, 0] -> bucket 0, [10, 10] -> 1
-    w.add({"x": np.array([-5.0, 0.0, 10.0, 10.0]), "c": np.array(["a", "b"])})
+    # buckets: (<0) [0, 1.5) [1.5, 3] (>3); training (0, 2, 2, 0)
+    w.add({"x": np.array([0.0, 1.0, 1.5, 3.0]), "c": np.array(["a", "b"])})
     r = w.report()
-    assert r["x"].num_values == 4 and r["x"].js == 0.0 and r["x"].psi == pytest.approx(0.0)
-    w.add({"x": np.array([10.0, 10.0, np.nan, np.inf])})  # non-finite values are left out
-    r = w.report()
-    assert r["x"].num_values == 6
-    assert r["x"].js == pytest.approx(js_divergence([2, 2], [2, 4]))
-    assert r["x"].linf == pytest.approx(linf_distance([2, 2], [2, 4]))
-    assert r["x"].psi == pytest.approx(psi([2, 2], [2, 4]))
+    assert r["x"].num_values == 4 and r["x"].js == 0.0 and r["x"].linf == 0.0
+    assert r["x"].psi == pytest.approx(0.0)
+    # -5 is below the training min, the tens above the max: training never had that mass
+    w2 = SkewWindow(stats, SkewConfig(min_values=1), max_values=100)
+    w2.add({"x": np.array([-5.0, 0.0, 10.0, 10.0])})
+    w2.add({"x": np.array([np.nan, np.inf, -np.inf])})  # non-finite values are left out
+    r = w2.report()
+    assert r["x"].num_values == 4
+    # p = (0, .5, .5, 0), q = (.25, .25, 0, .5), m = (.125, .375, .25, .25)
+    kl_p = 0.5 * math.log2(0.5 / 0.375) + 0.5 * math.log2(0.5 / 0.25)
+    kl_q = 0.25 * math.log2(0.25 / 0.125) + 0.25 * math.log2(0.25 / 0.375) + 0.5 * math.log2(2)
+    assert r["x"].js == pytest.approx(0.5 * (kl_p + kl_q))
+    assert r["x"].js == pytest.approx(0.655639, abs=1e-6)
+    assert r["x"].linf == 0.5
+    # PSI on the quantile buckets (here the same edges 0, 1.5, 3), empty shares -> 1e-4
+    e, a = (1e-4, 0.5, 0.5, 1e-4), (0.25, 0.25, 1e-4, 0.5)
+    assert r["x"].psi == pytest.approx(
+        sum((y - x) * math.log(y / x) for x, y in zip(e, a, strict=True))
+    )
+    # a stream entirely beyond the training max is as far from training as it gets
+    w3 = SkewWindow(stats, SkewConfig(min_values=1), max_values=100)
+    w3.add({"x": np.full(10, 400.0)})
+    assert w3.report()["x"].js == 1.0 and w3.report()["x"].linf == 1.0
     # categorical: buckets a, b, c, other; training (2, 1, 1, 0), serving (1, 1, 0, 0)
-    assert r["c"].linf == pytest.approx(linf_distance([2, 1, 1, 0], [1, 1, 0, 0]))
+    rc = w.report()["c"]
+    assert rc.linf == pytest.approx(0.25)  # |2/4 - 1/2|, |1/4 - 1/2|, |1/4 - 0|
     w.add({"c": np.array(["zz", "zz"], dtype=object)})
-    r = w.report()
-    assert r["c"].linf == pytest.approx(linf_distance([2, 1, 1, 0], [1, 1, 0, 2]))
-    assert r["c"].js == pytest.approx(js_divergence([2, 1, 1, 0], [1, 1, 0, 2]))
-    assert r["c"].crossed == ("linf",)
+    rc = w.report()["c"]
+    # serving (1, 1, 0, 2) / 4: |.5 - .25|, |.25 - .25|, |.25 - 0|, |0 - .5|
+    assert rc.linf == pytest.approx(0.5)
+    assert rc.js == pytest.approx(js_divergence([2, 1, 1, 0], [1, 1, 0, 2]))
+    assert rc.crossed == ("linf",)
+
+
+def test_constant_training_feature_counts_any_other_value_as_drift() -> None:
+    stats = compute_statistics({"k": np.full(50, 7.0)})
+    w = SkewWindow(stats, SkewConfig(min_values=1), max_values=100)
+    w.add({"k": np.full(10, 7.0)})
+    assert w.report()["k"].js == 0.0
+    w.add({"k": np.full(10, 7.5)})
+    # training (0, 1, 0) vs serving (0, .5, .5): m = (0, .75, .25)
+    kl_train = 1.0 * math.log2(1 / 0.75)
+    kl_serving = 0.5 * math.log2(0.5 / 0.75) + 0.5 * math.log2(0.5 / 0.25)
+    expected = 0.5 * (kl_train + kl_serving)
+    assert w.report()["k"].js == pytest.approx(expected)
 
 
 def test_count_window_keeps_about_the_last_n_values() -> None:

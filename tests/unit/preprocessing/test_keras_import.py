@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from gateway._proto.gateway.v1 import preprocessing_pb2 as pb
 from gateway.preprocessing.keras_import import from_keras_layer, preprocessing_from_keras
 from gateway.preprocessing.pipeline import Preprocessing, RawFeatureSpec
 from gateway.preprocessing.transforms import (
@@ -22,6 +23,7 @@ from gateway.preprocessing.transforms import (
     Standardize,
     Transform,
     Vocabulary,
+    transform_from_proto,
 )
 from gateway.preprocessing.values import ValueKind
 
@@ -40,7 +42,12 @@ TRAIN_INTS = RNG.integers(0, 12, 300)
 
 
 def _chain(layer: object) -> list[Transform]:
-    return from_keras_layer(layer)
+    """The layer's transforms as serving applies them: imported, serialized to bytes (what
+    the bundle stores) and parsed back, so every property below is about the served form."""
+    return [
+        transform_from_proto(pb.Transform.FromString(t.to_proto().SerializeToString()))
+        for t in from_keras_layer(layer)
+    ]
 
 
 def _apply(chain: list[Transform], x: np.ndarray) -> np.ndarray:
@@ -237,6 +244,42 @@ def test_category_encoding_matches_keras(data: st.DataObject, batch: int) -> Non
         cols = data.draw(st.integers(1, 4))
         x = data.draw(hnp.arrays(np.int64, (batch, cols), elements=st.integers(0, 5)))
         _assert_same(layer, chain, x)
+
+
+_NORM_SCALAR = L.Normalization(axis=None)
+_NORM_SCALAR.adapt(TRAIN_NUM[:, 0])  # adapted on [batch] values: one mean/variance
+RANK1 = [
+    (_NORM_SCALAR, "float"),
+    (DISCRETIZATION[0], "float"),
+    (DISCRETIZATION[2], "float"),  # one_hot: [batch] -> [batch, bins]
+    (STRING_LOOKUP[0], "text"),
+    (STRING_LOOKUP[2], "text"),
+    (STRING_LOOKUP[7], "text"),
+    (INTEGER_LOOKUP[0], "int"),
+    (INTEGER_LOOKUP[3], "int"),
+    (INTEGER_LOOKUP[6], "int"),
+    (HASHING[0], "text"),
+    (HASHING[2], "text"),
+    (INT_HASHING[1], "int"),
+    (CATEGORY_ENCODING[0], "index"),
+]
+RANK1_CHAINS = [_chain(layer) for layer, _ in RANK1]
+
+
+@SETTINGS
+@given(data=st.data(), batch=st.integers(1, 8))
+def test_rank1_batches_match_keras(data: st.DataObject, batch: int) -> None:
+    """Scalar features arrive as [batch] arrays (e.g. a string category per row)."""
+    elements = {
+        "float": hnp.arrays(np.float32, (batch,), elements=st.floats(-10, 15, width=32)),
+        "text": st.lists(
+            token_text.filter(lambda s: "\x00" not in s), min_size=batch, max_size=batch
+        ).map(lambda v: np.array(v, dtype=object)),
+        "int": hnp.arrays(np.int64, (batch,), elements=st.integers(-5, 20)),
+        "index": hnp.arrays(np.int64, (batch,), elements=st.integers(0, 5)),
+    }
+    for (layer, kind), chain in zip(RANK1, RANK1_CHAINS, strict=True):
+        _assert_same(layer, chain, data.draw(elements[kind]))
 
 
 def test_imported_chains_have_expected_types() -> None:

@@ -14,10 +14,14 @@ fraud shadow v1->v2, 10 unique requests (r01..r10):
     r09  06:02  no       no   0.015          0.001   9      DE       shadow country/unseen_category
     r10  06:02  no       no   0.025          0.002   10     DE       (ssn redacted)
 
+Latencies: request rNN has primary 0.5 * NN ms and shadow 1 + NN ms.
+
 plus fraud noise v1->v1 (2 identical replays), churn shadow v3->v4 (4 requests, 1
-diverged), 2 shadow_error (DEADLINE_EXCEEDED, UNAVAILABLE) + 1 shadow_dropped for fraud
-v2, 1 unknown event, and a truncated last line. Files: a/divergence.jsonl.1 (older),
-a/divergence.jsonl (newest, ends with a truncated line) and b/divergence.jsonl.gz.
+diverged), 2 shadow_error (DEADLINE_EXCEEDED, UNAVAILABLE), 2 shadow_drops summaries for
+the fraud shadow lane as the gateway writes them (count 3 with shadow_version 2 from
+replica b; count 2 with shadow_version null, i.e. before the lane compared anything, from
+replica a), 1 unknown event, and a truncated last line. Files: a/divergence.jsonl.1
+(older), a/divergence.jsonl (newest, ends with a truncated line) and b/divergence.jsonl.gz.
 """
 
 from __future__ import annotations
@@ -81,7 +85,7 @@ def fraud_record(row: tuple[Any, ...], replica: str) -> dict[str, Any]:
         "shadow_version": 2,
         "routing_key_hash": "9f86d081",
         "rows": 1,
-        "latency_ms": {"primary": 2.0, "shadow": 3.0},
+        "latency_ms": {"primary": 0.5 * int(rid[1:]), "shadow": 1.0 + int(rid[1:])},
         "outputs": {
             "scores": {
                 "kind": "probabilities",
@@ -172,8 +176,26 @@ def churn_record(rid: str, sec: float) -> dict[str, Any]:
     }
 
 
-def event(name: str, sec: float, rid: str, **extra: Any) -> dict[str, Any]:
-    return {"schema": SCHEMA, "ts": ts(sec), "event": name, "request_id": rid, **extra}
+def event(name: str, sec: float, rid: str | None, **extra: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {"schema": SCHEMA, "ts": ts(sec), "event": name}
+    if rid is not None:
+        record["request_id"] = rid
+    return {**record, **extra}
+
+
+def drops(sec: float, count: int, shadow_version: int | None, replica: str) -> dict[str, Any]:
+    """A ``shadow_drops`` summary exactly as `Mirror._flush_drops` writes it."""
+    return event(
+        "shadow_drops",
+        sec,
+        None,
+        replica=replica,
+        model="fraud",
+        shadow_version=shadow_version,
+        count=count,
+        comparison="shadow",
+        shadow_target="canary",
+    )
 
 
 @dataclass
@@ -214,6 +236,7 @@ def logs(tmp_path: Path) -> LogSet:
             error="DEADLINE_EXCEEDED",
         ),
         event("config_reload", 210, "x1", model="fraud"),
+        drops(215, 2, None, "host-a:8500"),
         churn_record("c3", 320),
     ]
     replica_b = [fraud_record(by_id[r], "host-b:8500") for r in ("r03", "r08", "r09", "r10")]
@@ -221,7 +244,7 @@ def logs(tmp_path: Path) -> LogSet:
         noise_record("n2", 6),
         churn_record("c4", 330),
         event("shadow_error", 220, "e2", model="fraud", shadow_version=2, error="UNAVAILABLE"),
-        event("shadow_dropped", 230, "d1", model="fraud", shadow_version=2, primary_version=1),
+        drops(230, 3, 2, "host-b:8500"),
     ]
     a_rotated = a_dir / "divergence.jsonl.1"
     a_rotated.write_text(_lines(rotated))

@@ -48,11 +48,11 @@ def test_inputs_counts(report: dict[str, Any], logs: LogSet) -> None:
     assert sorted(inputs["files"]) == sorted(
         str(p) for p in (logs.a_current, logs.a_rotated, logs.b_gz)
     )
-    assert inputs["lines"] == 22
+    assert inputs["lines"] == 23
     assert inputs["invalid_lines"] == 1  # the truncated last line
     assert inputs["duplicates"] == 1  # r03 logged by both replicas
     assert inputs["records"] == 16  # 10 fraud shadow + 2 noise + 4 churn
-    assert inputs["events"] == 4
+    assert inputs["events"] == 5  # 2 errors, 2 drops summaries, 1 config_reload
     assert inputs["other_events"] == {"config_reload": 1}
     assert inputs["filtered_out"] == 0
     assert report["time_range"] == {
@@ -92,11 +92,13 @@ def test_group_rates(report: dict[str, Any]) -> None:
     assert fraud["label_flip_rate"] == pytest.approx(0.2)
     assert fraud["errors"] == 2
     assert fraud["timeouts"] == 1
-    assert fraud["drops"] == 1
+    assert fraud["drops"] == 5  # 3 + 2 (the summary without shadow_version included)
     assert fraud["error_kinds"] == {"DEADLINE_EXCEEDED": 1, "UNAVAILABLE": 1}
     assert fraud["first_ts"] == "2026-11-25T06:00:10.000000Z"
     assert fraud["last_ts"] == "2026-11-25T06:02:20.000000Z"
-    assert fraud["latency_ms"]["shadow"] == {"p50": 3.0, "p99": 3.0}
+    # shadow 2..11 ms, primary 0.5..5 ms; linear interpolation at 0.5*9 and 0.99*9
+    assert fraud["latency_ms"]["shadow"] == pytest.approx({"p50": 6.5, "p99": 10.91})
+    assert fraud["latency_ms"]["primary"] == pytest.approx({"p50": 2.75, "p99": 4.955})
     churn = group(report, "churn shadow v3->v4")
     assert (churn["requests"], churn["diverged"], churn["divergence_rate"]) == (4, 1, 0.25)
     assert (churn["errors"], churn["timeouts"], churn["drops"]) == (0, 0, 0)
@@ -467,6 +469,9 @@ def test_html_output_is_self_contained(logs: LogSet, tmp_path: Path) -> None:
     assert "<b>evil</b>" not in html
     assert "&lt;b&gt;evil&lt;/b&gt;" in html
     assert 'id="js-status"' in html
+    # check and value slices form one list sorted by lift (BR: 3.33x, unseen country: 0x)
+    assert html.index("value: BR") < html.index("check: unseen_category")
+    assert html.index("check: out_of_range") < html.index("value: [3, 4]")
 
 
 def test_add_report_parser(logs: LogSet, capsys: pytest.CaptureFixture[str]) -> None:
@@ -488,3 +493,56 @@ def test_module_entry_point(logs: LogSet) -> None:
     )
     assert proc.returncode == 1, proc.stderr
     assert json.loads(proc.stdout)["gates"]["failed"] is True
+
+
+# --- edge cases of the definitions -----------------------------------------------------
+
+
+def _probabilities(rid: str, max_abs: float, js: float, flip: bool, diverged: bool) -> str:
+    record = {
+        "schema": "gateway.divergence/v1",
+        "ts": "2026-11-25T07:00:00.000000Z",
+        "event": "divergence",
+        "request_id": rid,
+        "model": "m",
+        "comparison": "shadow",
+        "primary_version": 1,
+        "shadow_version": 2,
+        "outputs": {
+            "p": {
+                "kind": "probabilities",
+                "diverged": diverged,
+                "label_flip": flip,
+                "max_abs": max_abs,
+                "js_mean": js / 2,
+                "js_max": js,
+            }
+        },
+        "diverged": diverged,
+    }
+    return json.dumps(record) + "\n"
+
+
+def test_worst_ties_and_flips_that_do_not_diverge(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A label flip is counted even when the rule says flips do not diverge
+    # (label_flip: false in the model's divergence config); equal max_abs
+    # values are ordered by js_max, then request id.
+    log = tmp_path / "divergence.jsonl"
+    log.write_text(
+        _probabilities("a", 0.2, 0.01, flip=True, diverged=False)
+        + _probabilities("b", 0.2, 0.03, flip=False, diverged=True)
+        + _probabilities("c", 0.2, 0.02, flip=True, diverged=True)
+        + _probabilities("d", 0.1, 0.09, flip=False, diverged=False)
+        + _probabilities("e", 0.2, 0.02, flip=False, diverged=False)
+    )
+    code, doc, _ = run_json(capsys, str(log))
+    assert code == 0
+    (g,) = doc["groups"]
+    assert (g["requests"], g["diverged"], g["label_flips"]) == (5, 2, 2)
+    assert g["label_flip_rate"] == pytest.approx(0.4)
+    assert [w["request_id"] for w in g["worst_requests"]] == ["b", "c", "e", "a", "d"]
+    assert [w["label_flip"] for w in g["worst_requests"]] == [False, True, False, True, False]
+    _, doc, _ = run_json(capsys, str(log), "--worst", "3")
+    assert [w["request_id"] for w in doc["groups"][0]["worst_requests"]] == ["b", "c", "e"]
