@@ -286,7 +286,7 @@ def test_result_json_round_trip(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["primary_only", "shadow_100", "canary_25"])
-def test_scenarios_parse(name: str) -> None:
+def test_scenarios_parse(name: str, tmp_path: Path) -> None:
     sc = loadgen.load_scenario(SCENARIOS / f"{name}.yaml")
     spec = sc.load_spec()
     spec.validate()
@@ -297,8 +297,14 @@ def test_scenarios_parse(name: str) -> None:
     assert ("shadows" in model) == (name == "shadow_100")
     assert ("rollout" in model) == (name == "canary_25")
     if name == "canary_25":
-        assert model["rollout"]["steps"] == [25]
+        assert model["rollout"]["steps"][0] == 25 and model["rollout"]["auto_start"]
         assert spec.key_header == model["rollout"]["routing_key"]["header"]
+    # the gateway's own loader accepts the scenario's config (model paths aside)
+    from gateway.config import parse_config
+
+    base = tmp_path / "models" / "demo"
+    base.mkdir(parents=True)
+    parse_config(cfg, tmp_path)
     if name == "shadow_100":
         assert model["shadows"][0]["sample_rate"] == 1.0
 
