@@ -225,11 +225,12 @@ class RoutingKeyConfig(_Strict):
 
 
 class GatesConfig(_Strict):
-    """Rollout gate thresholds (maximums); a missing key turns that gate off."""
+    """Rollout gate thresholds (maximums); `null` turns a gate off. The feature-skew gate is
+    off by default: only versions that ship training statistics can be judged by it."""
 
-    max_divergence_rate: Annotated[float, Field(ge=0)] | None = None
-    max_error_rate_ratio: Annotated[float, Field(gt=0)] | None = None
-    max_p99_latency_ratio: Annotated[float, Field(gt=0)] | None = None
+    max_divergence_rate: Annotated[float, Field(ge=0)] | None = 0.02
+    max_error_rate_ratio: Annotated[float, Field(gt=0)] | None = 1.5
+    max_p99_latency_ratio: Annotated[float, Field(gt=0)] | None = 1.3
     max_feature_skew: Annotated[float, Field(ge=0)] | None = None
 
 

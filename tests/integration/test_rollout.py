@@ -20,6 +20,11 @@ from gateway.routing.router import routing_hash
 from tests.support import predict_request, raising_hook, slow_hook
 
 Action = admin_pb2.UpdateRolloutRequest
+NO_GATES = {
+    "max_divergence_rate": None,
+    "max_error_rate_ratio": None,
+    "max_p99_latency_ratio": None,
+}
 
 
 def _repo(tmp_path: Path, versions: dict[int, Path]) -> Path:
@@ -258,7 +263,7 @@ def test_admin_mutations_need_the_token(shadow_models, tmp_path, gateway_factory
 
 def test_explicit_version_bypasses_the_split(shadow_models, tmp_path, gateway_factory):
     base = _repo(tmp_path, {1: shadow_models["a"], 2: shadow_models["b"]})
-    config = _config(tmp_path, base, steps=[50, 100], min_requests_per_step=10**6, gates={})
+    config = _config(tmp_path, base, steps=[50, 100], min_requests_per_step=10**6, gates=NO_GATES)
     gw = gateway_factory(config)
     admin = _admin(gw)
     s = admin.UpdateRollout(Action(model="m", action=Action.START))
@@ -294,7 +299,7 @@ def test_feature_skew_of_the_canary_rolls_back(seed_bundle, tmp_path, gateway_fa
     config = _config(
         tmp_path,
         base,
-        gates={"max_feature_skew": 0.1},
+        gates={**NO_GATES, "max_feature_skew": 0.1},
         steps=[100],  # every keyed request goes to the canary
         min_requests_per_step=10**6,
     )

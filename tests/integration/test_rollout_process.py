@@ -50,6 +50,11 @@ def _config(tmp_path: Path, base: Path, port: int, **server: Any) -> dict[str, A
                     # never advances by itself here: the tests move it by hand
                     "min_requests_per_step": 10**9,
                     "min_step_seconds": 0,
+                    "gates": {
+                        "max_divergence_rate": None,
+                        "max_error_rate_ratio": None,
+                        "max_p99_latency_ratio": None,
+                    },
                 },
             }
         ],
