@@ -1,11 +1,13 @@
 """`gateway demo`: train and export a small model repository, serve it, send real traffic.
 
 Runs the gateway as a subprocess exactly as `gateway serve` would, talks to it
-with the stock TF Serving stubs, and shows: raw features preprocessed by each
-version's own training preprocessing, labels, batching under concurrent load,
-a feature mismatch reported, distribution skew, a bad request's clear error, a
-corrupted version failing while the good one keeps serving, and a clean
-SIGTERM shutdown.
+with the stock TF Serving stubs, and shows: the exported bundle (`gateway
+inspect`), raw features preprocessed by each version's own training
+preprocessing (checked against the model called in process on the bundle's
+preprocessing), labels, batching under concurrent load, a feature mismatch
+reported (log record and metrics), distribution skew (`gateway stats` and the
+drift log record), bad requests' clear errors, a corrupted version failing
+while the good one keeps serving, and a clean SIGTERM shutdown.
 """
 
 from __future__ import annotations

@@ -543,6 +543,12 @@ class FeatureChecker:
             if action is not Action.IGNORE:
                 self._missing[name] = (action, f"{st.kind} {_shape_text(st.shape)}")
 
+    @property
+    def features(self) -> frozenset[str]:
+        """The training features; a request key outside this set is an unexpected feature
+        (the caller drops it before preprocessing unless its check rejects the request)."""
+        return self._names
+
     def check(self, features: Mapping[str, np.ndarray]) -> list[Mismatch]:
         """All non-ignored mismatches of one batch (features: name -> [batch, ...] array)."""
         out: list[Mismatch] = []

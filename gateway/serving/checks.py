@@ -7,8 +7,10 @@ window periodically, exports gauges and logs threshold crossings.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import structlog
 
 from gateway.analysis.feature_checks import (
@@ -67,6 +69,17 @@ def build_checks(
             max_age_seconds=sk.window_seconds,
         )
     return checker, window
+
+
+def checked_inputs(
+    checker: FeatureChecker, inputs: Mapping[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], list[Mismatch]]:
+    """Run `checker` on raw inputs: the mismatches, and the inputs without the features the
+    version was not trained on (they are reported per the `unexpected_feature` action and
+    never reach the preprocessing; a `reject` action is the caller's to enforce)."""
+    mismatches = checker.check(inputs)
+    known = checker.features
+    return {k: v for k, v in inputs.items() if k in known}, mismatches
 
 
 def mismatch_record(m: Mismatch) -> dict[str, Any]:

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import structlog
 
-from gateway.analysis.feature_checks import Action, CheckKind, Mismatch
+from gateway.analysis.feature_checks import Action, Mismatch
 from gateway.errors import GatewayError, InvalidInput
 from gateway.lifecycle.manager import VersionManager
 from gateway.routing.router import Arm, RouteDecision, key_hash_hex
+from gateway.serving.checks import checked_inputs, mismatch_record
 from gateway.serving.runner import VersionRunner
 from gateway.serving.servable import CLASSIFY, REGRESS, Arrays, LoadedVersion, Signature
 
@@ -65,13 +66,13 @@ class Predictor:
         self, runner: VersionRunner, inputs: Arrays
     ) -> tuple[Arrays, list[Mismatch]]:
         """Run the version's feature checks on raw inputs: report mismatches, raise
-        `InvalidInput` for rejected ones, drop unexpected features that are only logged."""
+        `InvalidInput` for rejected ones, drop features the version was not trained on."""
         checker = runner.checker
         if checker is None:
             return inputs, []
-        mismatches = checker.check(inputs)
+        kept, mismatches = checked_inputs(checker, inputs)
         if not mismatches:
-            return inputs, []
+            return kept, []
         if self._on_mismatches is not None:
             self._on_mismatches(runner.loaded.model, runner.version, mismatches)
         rejected = [m for m in mismatches if m.action is Action.REJECT]
@@ -79,10 +80,7 @@ class Predictor:
             raise InvalidInput(
                 "feature check failed: " + "; ".join(m.message() for m in rejected[:5])
             )
-        unexpected = {m.feature for m in mismatches if m.kind is CheckKind.UNEXPECTED_FEATURE}
-        if unexpected:
-            inputs = {k: v for k, v in inputs.items() if k not in unexpected}
-        return inputs, mismatches
+        return kept, mismatches
 
     def resolve(self, target: Target) -> VersionRunner:
         """The runner that should answer `target` (NotFound when none)."""
@@ -164,7 +162,6 @@ class Predictor:
             canary = route is not None and route.arm is Arm.CANARY and route.in_experiment
             primary = view.primary_version()
             if canary or primary is None or primary == runner.version:
-                from gateway.serving.checks import mismatch_record
                 from gateway.serving.shadow import MirrorTask
 
                 context = structlog.contextvars.get_contextvars()

@@ -36,6 +36,7 @@ import structlog
 from gateway.analysis.divergence import Comparison, NoiseFloor, OutputRule, compare
 from gateway.config import GatewayConfig, ModelConfig, VersionRef
 from gateway.errors import GatewayError
+from gateway.serving.checks import checked_inputs, mismatch_record
 from gateway.serving.servable import Arrays
 
 log = structlog.get_logger("gateway.shadow")
@@ -334,16 +335,14 @@ class Mirror:
             sig = runner.loaded.signature(task.signature)
             inputs = task.inputs
             if runner.checker is not None and sig.prepare is not None:
-                found = runner.checker.check(inputs)
-                shadow_mismatches = [_mismatch(m) for m in found]
-                unexpected = {m.feature for m in found if str(m.kind) == "unexpected_feature"}
-                inputs = {k: v for k, v in inputs.items() if k not in unexpected}
+                inputs, found = checked_inputs(runner.checker, inputs)
+                shadow_mismatches = [mismatch_record(m) for m in found]
             rows = sig.validate(inputs)
             outputs = await asyncio.wait_for(runner.run(sig, inputs, rows), lane.timeout_s)
         except TimeoutError:
             code, message = "DEADLINE_EXCEEDED", f"no answer within {lane.timeout_s * 1e3:.0f} ms"
         except GatewayError as exc:
-            code, message = _code(exc), exc.message
+            code, message = exc.kind.status_name, exc.message
         except Exception as exc:
             code, message = "INTERNAL", f"{type(exc).__name__}: {exc}"[:300]
         finally:
@@ -528,18 +527,6 @@ class Mirror:
                 }
             )
         return out
-
-
-def _code(exc: GatewayError) -> str:
-    from gateway.transport.status import status_code
-
-    return str(status_code(exc.kind).name)
-
-
-def _mismatch(m: Any) -> dict[str, Any]:
-    from gateway.serving.checks import mismatch_record
-
-    return mismatch_record(m)
 
 
 def _prediction_log(task: MirrorTask) -> tuple[Any, Any]:

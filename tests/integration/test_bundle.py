@@ -334,6 +334,19 @@ def test_tf_module_model_with_tf_transform_style_graph_transform(tmp_path, gatew
     raw_city = np.array([b"lima", b"oslo", b"montevideo"], dtype=object)
     got = outputs_of(stub.Predict(predict_request("m", {"amount": raw_amount, "city": raw_city})))
     np.testing.assert_allclose(got["score"], reference(raw_amount, raw_city), rtol=1e-5, atol=1e-6)
+    # GetModelMetadata advertises what clients send (raw features), not the model's inputs
+    from tensorflow_serving.apis import get_model_metadata_pb2
+
+    req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    req.model_spec.name = "m"
+    sigmap = get_model_metadata_pb2.SignatureDefMap()
+    stub.GetModelMetadata(req).metadata["signature_def"].Unpack(sigmap)
+    advertised = sigmap.signature_def["serving_default"].inputs
+    assert {k: (v.dtype, [d.size for d in v.tensor_shape.dim]) for k, v in advertised.items()} == {
+        "amount": (tf.float32.as_datatype_enum, [-1, 1]),
+        "city": (tf.string.as_datatype_enum, [-1]),
+    }
+    assert list(sigmap.signature_def["serving_default"].outputs) == ["score"]
 
 
 def test_saved_model_path_with_named_transforms_and_positional_tf_function(

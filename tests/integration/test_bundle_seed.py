@@ -149,3 +149,44 @@ def test_sensitive_feature_values_never_reach_logs_errors_or_metrics(seed_bundle
     details = err.value.details()
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "feature 'x'" in details and "training range" in details and "31337" not in details
+
+
+@pytest.mark.parametrize(
+    ("action", "outcome"), [("ignore", "ok"), ("log", "ok"), ("reject", "INVALID_ARGUMENT")]
+)
+def test_unexpected_feature_follows_its_action(action, outcome, seed_bundle, gateway_factory):
+    from structlog.testing import capture_logs
+
+    gw = gateway_factory(
+        {
+            "models": [
+                {
+                    "name": "fraud",
+                    "base_path": str(seed_bundle["with"]),
+                    "feature_checks": {"actions": {"unexpected_feature": action}},
+                }
+            ]
+        }
+    )
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(gw.channel)
+    x = np.array([[2.0]], np.float32)
+    request = predict_request("fraud", {"x": x, "extra": np.array([[1.0]], np.float32)})
+    with capture_logs() as logs:
+        if outcome == "ok":
+            got = outputs_of(stub.Predict(request))
+            want = outputs_of(stub.Predict(predict_request("fraud", {"x": x})))
+            assert got.keys() == want.keys()
+            for k in got:
+                np.testing.assert_array_equal(got[k], want[k])
+        else:
+            with pytest.raises(grpc.RpcError) as err:
+                stub.Predict(request)
+            assert err.value.code().name == outcome and "'extra'" in err.value.details()
+    logged = [
+        m
+        for r in logs
+        if r["event"] == "feature_mismatch"
+        for m in r["mismatches"]
+        if m["kind"] == "unexpected_feature"
+    ]
+    assert (len(logged) == 0) == (action == "ignore")

@@ -188,7 +188,9 @@ def test_actions_config_and_per_feature_overrides() -> None:
     assert [(m.feature, m.kind, m.action) for m in ms] == [
         ("x", CheckKind.OUT_OF_RANGE, Action.REJECT)
     ]
-    assert FeatureChecker(STATS, CheckConfig(actions=QUIET)).check({"junk": np.zeros(1)}) == []
+    quiet = FeatureChecker(STATS, CheckConfig(actions=QUIET))
+    assert quiet.check({"junk": np.zeros(1)}) == []
+    assert quiet.features == frozenset(TRAIN)  # what a caller keeps when it drops the rest
     # plain strings are accepted and normalized to the enums
     loose = CheckConfig(actions={"out_of_range": "ignore", "z_score": "ignore"})  # type: ignore[dict-item]
     assert loose.action(CheckKind.OUT_OF_RANGE, "x") is Action.IGNORE
