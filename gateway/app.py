@@ -246,7 +246,7 @@ class Gateway:
                 rotate_mb=logging.rotate_mb,
                 keep=logging.keep,
                 sensitive_features=sensitive,
-                replica=logging.replica,
+                replica=self.replica,
                 on_drop=lambda reason: self.metrics.log_drops.labels(reason).inc(),
             )
         capture = {}

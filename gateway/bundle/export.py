@@ -176,6 +176,7 @@ def export_version(
     seed: int = 0,
     overwrite: bool = False,
     metadata: Mapping[str, str] | None = None,
+    warmup_requests: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write `<base_path>/<version>`: the SavedModel plus the gateway bundle. Returns its path.
 
@@ -194,7 +195,10 @@ def export_version(
     Transform's transform_fn) runs after the per-feature preprocessing; its
     outputs are added to (or replace) the features fed to the model.
     `preprocessing`, `graph_transform` and `training_outputs` need
-    `train_features` (ValueError otherwise).
+    `train_features` (ValueError otherwise). `warmup_requests` is a TF Serving
+    warmup file (PredictionLog TFRecords, e.g. a `gateway` capture) to ship as
+    `assets.extra/tf_serving_warmup_requests` instead of the `warmup_rows`
+    generated ones; it is covered by the manifest like every other file.
     The directory appears atomically (written aside, then renamed).
     """
     if train_features is None:
@@ -224,6 +228,8 @@ def export_version(
     try:
         _save_model(model, staging, signatures)
         (staging / BUNDLE_DIR).mkdir(parents=True, exist_ok=True)
+        if warmup_requests is not None:
+            shutil.copyfile(warmup_requests, staging / WARMUP)
         source = "export"
         if graph_transform is not None:
             _save_transform(graph_transform, staging / TRANSFORM)

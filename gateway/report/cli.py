@@ -30,6 +30,7 @@ from gateway.report.gates import Gate, evaluate, parse_gate
 from gateway.report.load import Filters, connect, expand_inputs, load_logs
 from gateway.report.summary import SummaryOptions, summarize
 
+_DESCRIPTION = (__doc__ or "").split("\n\n")[0].replace("``", "")
 EXIT_OK = 0
 EXIT_GATE_FAILED = 1
 EXIT_USAGE = 2
@@ -99,7 +100,7 @@ def add_report_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     parser = subparsers.add_parser(
         "report",
         help="summarise shadow/canary divergence logs",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        description=_DESCRIPTION,
     )
     _configure(parser)
     parser.set_defaults(func=run_report)
@@ -222,9 +223,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Standalone entry point (``python -m gateway.report.cli``)."""
-    parser = argparse.ArgumentParser(
-        prog="gateway report", description=__doc__.split("\n\n")[0] if __doc__ else None
-    )
+    parser = argparse.ArgumentParser(prog="gateway report", description=_DESCRIPTION)
     _configure(parser)
     return run_report(parser.parse_args(argv))
 

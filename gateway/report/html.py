@@ -6,7 +6,8 @@ inline script makes tables sortable and then sets
 ``<span id="js-status">ok</span>`` with ``data-groups``, ``data-tables``,
 ``data-charts`` (``svg.chart`` elements) and ``data-charts-drawn`` (those laid
 out with a non-zero size and at least one mark) attributes (tests use it to
-prove the script ran without errors and the plots are visible). Every string taken from the logs is HTML-escaped.
+prove the script ran without errors and the plots are visible). Every string
+taken from the logs is HTML-escaped.
 """
 
 from __future__ import annotations

@@ -266,18 +266,13 @@ def load_logs(
     )
     stats.filtered_out = candidates - kept_by_filter
 
+    # Deduplicate and number the records on narrow columns first, then copy the wide
+    # ones (outputs, features, ...) once: sorting them along is what would be slow.
     con.execute(
         f"""
-        CREATE OR REPLACE TEMP TABLE div AS
-        SELECT row_number() OVER (ORDER BY t, request_id, filename) AS rid, * FROM (
-            SELECT model, comparison_ AS comparison, primary_version AS pv,
-                   shadow_version AS sv, t, request_id, replica, diverged_ AS diverged,
-                   coalesce(list_bool_or(list_transform(map_values(outputs),
-                                                        lambda o: o.label_flip)), false)
-                       AS label_flip,
-                   within_noise, latency_ms."primary" AS lat_p, latency_ms.shadow AS lat_s,
-                   outputs, feature_mismatches."primary" AS fm_p,
-                   feature_mismatches.shadow AS fm_s, features, filename
+        CREATE OR REPLACE TEMP TABLE keep AS
+        SELECT row_number() OVER (ORDER BY t, request_id, filename) AS rid, src FROM (
+            SELECT rowid AS src, t, request_id, filename
             FROM raw
             WHERE event = 'divergence' AND {complete} AND {where}
             QUALIFY request_id IS NULL OR row_number() OVER (
@@ -287,6 +282,21 @@ def load_logs(
         """,
         params,
     )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE div AS
+        SELECT k.rid, model, comparison_ AS comparison, primary_version AS pv,
+               shadow_version AS sv, t, request_id, replica, diverged_ AS diverged,
+               coalesce(list_bool_or(list_transform(map_values(outputs),
+                                                    lambda o: o.label_flip)), false)
+                   AS label_flip,
+               within_noise, latency_ms."primary" AS lat_p, latency_ms.shadow AS lat_s,
+               outputs, feature_mismatches."primary" AS fm_p,
+               feature_mismatches.shadow AS fm_s, features, filename
+        FROM keep k JOIN raw ON raw.rowid = k.src
+        """
+    )
+    con.execute("DROP TABLE keep")
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE ev AS

@@ -24,7 +24,8 @@ Definitions (each per group = (model, comparison, primary_version, shadow_versio
   (numeric features: quantile buckets whose edges are the ``j/k`` quantiles,
   a value equal to an edge going to the upper bucket, labelled by the
   observed ``[min, max]``; other features: the most frequent values, the rest
-  as ``(other)``; ``<redacted>`` and null values are skipped). Each slice has
+  as ``(other)``; ``<redacted>`` and null values are skipped; a one-value
+  list, the first row of a ``[batch, 1]`` feature, counts as its value). Each slice has
   ``requests``, ``diverged``, ``rate`` and ``lift = rate / divergence_rate``
   (null when the group rate is 0); slices with fewer than ``min_count``
   requests are dropped; sorted by lift, then rate, then requests, descending.
@@ -115,14 +116,25 @@ def _quantile_fields(qs: list[float] | None, maximum: float | None) -> dict[str,
 
 
 def _prepare(con: duckdb.DuckDBPyConnection) -> None:
+    # Number the groups on the few distinct keys and store the number in ``div`` itself
+    # (an UPDATE of one column; copying the table would also copy its nested columns).
     con.execute(
         """
-        CREATE OR REPLACE TEMP TABLE d AS
-        SELECT dense_rank() OVER (ORDER BY model, comparison, pv NULLS FIRST, sv NULLS FIRST)
+        CREATE OR REPLACE TEMP TABLE grp AS
+        SELECT row_number() OVER (ORDER BY model, comparison, pv NULLS FIRST, sv NULLS FIRST)
                    AS gid, *
-        FROM div
+        FROM (SELECT DISTINCT model, comparison, pv, sv FROM div)
         """
     )
+    con.execute("ALTER TABLE div ADD COLUMN IF NOT EXISTS gid BIGINT")
+    con.execute(
+        """
+        UPDATE div SET gid = grp.gid FROM grp
+        WHERE div.model = grp.model AND div.comparison = grp.comparison
+          AND div.pv IS NOT DISTINCT FROM grp.pv AND div.sv IS NOT DISTINCT FROM grp.sv
+        """
+    )
+    con.execute("CREATE OR REPLACE TEMP VIEW d AS SELECT * FROM div")
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE outs AS
@@ -393,8 +405,15 @@ def _feature_values(
                CASE WHEN jt = 'VARCHAR' THEN json_extract_string(v, '$') ELSE v::VARCHAR END
                    AS s
         FROM (
-            SELECT rid, gid, diverged, e.key AS feature, json_type(e.value) AS jt, e.value AS v
-            FROM (SELECT rid, gid, diverged, unnest(map_entries(features)) AS e FROM d)
+            SELECT rid, gid, diverged, feature, json_type(v) AS jt, v
+            FROM (
+                -- a one-value list (a feature of shape [batch, 1]) counts as its value
+                SELECT rid, gid, diverged, e.key AS feature,
+                       CASE WHEN json_type(e.value) = 'ARRAY'
+                                 AND json_array_length(e.value) = 1
+                            THEN json_extract(e.value, '$[0]') ELSE e.value END AS v
+                FROM (SELECT rid, gid, diverged, unnest(map_entries(features)) AS e FROM d)
+            )
         )
         WHERE jt IS NOT NULL AND jt <> 'NULL'
           AND NOT (jt = 'VARCHAR' AND json_extract_string(v, '$') = '<redacted>')
@@ -567,7 +586,10 @@ def summarize(
     filters: Filters | None = None,
     warnings: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Compute the whole report document from the ``div``/``ev`` tables (see module doc)."""
+    """Compute the whole report document from the ``div``/``ev`` tables (see module doc).
+
+    Adds a ``gid`` (group number) column to ``div`` and temp tables/views of its own.
+    """
     _prepare(con)
     groups = _groups(con)
     _outputs(con, groups)

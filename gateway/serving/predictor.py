@@ -175,6 +175,7 @@ class Predictor:
                     primary_latency_ms=(time.perf_counter() - started) * 1e3,
                     primary_mismatches=[mismatch_record(m) for m in mismatches],
                     routing_key_hash=key_hash_hex(target.model, key) if key else None,
+                    served_inputs=inputs if inputs is not raw else None,
                 )
                 if canary:
                     assert rollouts is not None

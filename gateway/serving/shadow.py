@@ -67,6 +67,9 @@ class MirrorTask:
     routing_key_hash: str | None
     compare_to: int | None = None
     """For canary tasks: the rollout's primary version, called as the "shadow"."""
+    served_inputs: Arrays | None = None
+    """The inputs the answering version used (without features its checks dropped); what
+    a capture records, so that a capture is a valid warmup file. None = `inputs`."""
     enqueued: float = field(default_factory=time.monotonic)
 
 
@@ -373,12 +376,17 @@ class Mirror:
                 task.model, task.primary_version, shadow_version or target, lane.comparison, outcome
             )
             if self._log is not None:
+                primary: int | None = task.primary_version
+                shadow = shadow_version
+                if lane.comparison == CANARY:  # the mirrored call was the primary's
+                    primary = shadow_version if shadow_version is not None else task.compare_to
+                    shadow = task.primary_version
                 self._log.shadow_error(
                     request_id=task.request_id,
                     model=task.model,
                     comparison=lane.comparison,
-                    primary_version=task.primary_version,
-                    shadow_version=shadow_version,
+                    primary_version=primary,
+                    shadow_version=shadow,
                     shadow_target=target,
                     error=code,
                     message=message,
@@ -538,7 +546,8 @@ def _prediction_log(task: MirrorTask) -> tuple[Any, Any]:
     request = predict_pb2.PredictRequest()
     request.model_spec.name = task.model
     request.model_spec.signature_name = task.signature
-    for name, value in task.inputs.items():
+    inputs = task.served_inputs if task.served_inputs is not None else task.inputs
+    for name, value in inputs.items():
         fill_proto(request.inputs[name], value)
     response = predict_pb2.PredictResponse()
     response.model_spec.name = task.model

@@ -70,7 +70,11 @@ def ts(seconds: float) -> str:
 
 def fraud_record(row: tuple[Any, ...], replica: str) -> dict[str, Any]:
     rid, sec, diverged, flip, max_abs, js, vma, amount, country, fm_p, fm_s = row
-    features: dict[str, Any] = {"amount": amount, "country": country}
+    # replica b's model takes amount as a [batch, 1] tensor: its first row is a 1-value list
+    features: dict[str, Any] = {
+        "amount": [amount] if replica == "host-b:8500" else amount,
+        "country": country,
+    }
     if rid == "r10":
         features["ssn"] = "<redacted>"
     return {
