@@ -6,8 +6,10 @@ inspect`), raw features preprocessed by each version's own training
 preprocessing (checked against the model called in process on the bundle's
 preprocessing), labels, batching under concurrent load, a feature mismatch
 reported (log record and metrics), distribution skew (`gateway stats` and the
-drift log record), bad requests' clear errors, a corrupted version failing
-while the good one keeps serving, and a clean SIGTERM shutdown.
+drift log record), version 2 shadowing version 1 (live divergence and `gateway
+report`), a canary rollout of version 2 rolled back by its divergence gate, then
+promoted by hand and reverted, bad requests' clear errors, a corrupted version
+failing while the good one keeps serving, and a clean SIGTERM shutdown.
 """
 
 from __future__ import annotations
@@ -126,15 +128,32 @@ def _config(workdir: Path, port: int, metrics_port: int) -> Path:
     config = {
         "server": {"host": "127.0.0.1", "port": port, "metrics_port": metrics_port},
         "lifecycle": {"poll_interval_seconds": 0.5},
-        "logging": {"file": "gateway.log"},
+        "logging": {"file": "gateway.log", "divergence_log": "logs/divergence.jsonl"},
+        "rollouts": {"state_dir": "state", "tick_seconds": 0.2},
         "models": [
             {
                 "name": "fraud",
                 "base_path": "models/fraud",
                 "version_policy": {"all": {}},
                 "version_labels": {"stable": 1, "canary": 2},
+                "primary": "stable",
                 "batching": {"max_batch_size": 64, "batch_timeout_micros": 0},
                 "skew": {"window_values": 2000, "min_values": 100, "check_interval_seconds": 0.5},
+                "shadows": [{"version": "canary", "sample_rate": 1.0, "timeout_ms": 1000}],
+                "divergence": {"output_0": {"kind": "probabilities", "max_abs": 0.05}},
+                "rollout": {
+                    "candidate": "canary",
+                    "routing_key": {"header": "x-user-id"},
+                    "steps": [10, 50, 100],
+                    "min_requests_per_step": 40,
+                    "min_step_seconds": 0,
+                    "gates": {
+                        "max_divergence_rate": 0.02,
+                        "max_error_rate_ratio": 1.5,
+                        "max_p99_latency_ratio": None,
+                    },
+                    "min_samples": {"compared": 30},
+                },
             }
         ],
     }
@@ -177,7 +196,10 @@ def run_demo(workdir: Path) -> int:
         print(f"  available versions: {_available(models, status_req)} (each passed its self test)")
 
         def predict(
-            label: str = "", version: int = 0, features: dict[str, Any] | None = None
+            label: str = "",
+            version: int = 0,
+            features: dict[str, Any] | None = None,
+            metadata: list[tuple[str, str]] | None = None,
         ) -> Any:
             req = predict_pb2.PredictRequest()
             req.model_spec.name = "fraud"
@@ -187,7 +209,7 @@ def run_demo(workdir: Path) -> int:
                 req.model_spec.version.value = version
             for name, value in (features or RAW).items():
                 req.inputs[name].CopyFrom(tf.make_tensor_proto(value))
-            return stub.Predict(req, timeout=10)
+            return stub.Predict(req, timeout=10, metadata=metadata)
 
         _say("Predict with RAW features through the stock TF Serving stub")
         print("  raw request: amount=[25, 120], age=[34, 61], country=[DE, BR]")
@@ -197,7 +219,7 @@ def run_demo(workdir: Path) -> int:
             probs = tf.make_ndarray(resp.outputs["output_0"])
             answers[resp.model_spec.version.value] = probs
             print(
-                f"  label={label or '(none: newest)':<16} version {resp.model_spec.version.value}"
+                f"  label={label or '(none: primary)':<16} version {resp.model_spec.version.value}"
                 f" (its own preprocessing): P(fraud) = {_probs(probs[:, 1])}"
             )
         print("  the gateway applied each version's training preprocessing; in-process check:")
@@ -274,6 +296,8 @@ def run_demo(workdir: Path) -> int:
                     f"js={record['js']:.4f} (threshold {record['thresholds']['js']})"
                 )
 
+        _shadow_and_rollout(workdir, port, channel, predict, env)
+
         _say("a bad request gets a clear error")
         for features, version in (
             ({**RAW, "age": np.array([[b"old"], [b"young"]], dtype=object)}, 0),
@@ -285,9 +309,7 @@ def run_demo(workdir: Path) -> int:
             except grpc.RpcError as exc:
                 print(f"  {exc.code().name}: {exc.details()}")
 
-        _say(
-            "a corrupted version 3 appears (truncated variables): it fails, version 2 keeps serving"
-        )
+        _say("a corrupted version 3 appears (truncated variables): it fails, the rest keep serving")
         staging = workdir / "staging-3"
         shutil.copytree(repo / "2", staging)
         data = next((staging / "variables").glob("variables.data-*"))
@@ -300,6 +322,7 @@ def run_demo(workdir: Path) -> int:
         resp = predict()
         print(
             f"  a request without a version is answered by version {resp.model_spec.version.value}"
+            " (the primary)"
         )
 
         _say("stopping with SIGTERM (in-flight requests finish, logs flushed)")
@@ -315,6 +338,78 @@ def run_demo(workdir: Path) -> int:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _shadow_and_rollout(
+    workdir: Path, port: int, channel: Any, predict: Any, env: dict[str, str]
+) -> None:
+    """Shadow figures and report, then a gated canary rollout driven by the CLI."""
+    from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
+    from gateway.samples import fraud_training_data
+
+    admin = admin_pb2_grpc.AdminServiceStub(channel)
+    target = ["--target", f"127.0.0.1:{port}"]
+
+    def cli(*args: str, head: int = 0) -> None:
+        sys.stdout.flush()
+        out = subprocess.run(
+            [sys.executable, "-m", "gateway", *args],
+            check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+        ).stdout.splitlines()
+        for line in out[:head] if head else out:
+            print(f"  | {line}")
+
+    _say("shadow: every answer of version 1 was also computed by version 2, off the critical path")
+    time.sleep(0.5)
+    summary = admin.GetDivergenceSummary(admin_pb2.GetDivergenceSummaryRequest(model="fraud"))
+    for lane in summary.lanes:
+        if not lane.offered:
+            continue  # the canary comparison lane: used once a rollout runs
+        print(
+            f"  {lane.lane} (version {lane.shadow_version}): {lane.compared} requests compared, "
+            f"{lane.diverged} diverged ({lane.divergence_rate:.1%}), {lane.label_flips} label "
+            f"flips, max |dP| {lane.max_abs['output_0']:.3f}, {lane.dropped} dropped, "
+            f"{lane.errors + lane.timeouts} errors"
+        )
+    print("  `gateway report logs/divergence.jsonl` (abridged):")
+    time.sleep(1.0)  # the divergence log is written in the background
+    cli("report", str(workdir / "logs" / "divergence.jsonl"), head=14)
+
+    _say("canary rollout of version 2 (10% -> 50% -> 100% of users, gate: divergence <= 2%)")
+    cli("rollout", "start", "fraud", *target, head=1)
+    sample = fraud_training_data(seed=11, rows=600)
+
+    def keyed(i: int) -> None:
+        features = {k: v[i : i + 1] for k, v in sample.items()}
+        predict(features=features, metadata=[("x-user-id", f"user-{i % 300}")])
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(keyed, range(600)))
+    _wait(
+        lambda: admin.GetRollout(admin_pb2.GetRolloutRequest(model="fraud")).status != "running",
+        60,
+    )
+    status = admin.GetRollout(admin_pb2.GetRolloutRequest(model="fraud"))
+    print(f"  the gateway rolled it back by itself: {status.status.upper()}")
+    for d in status.history:
+        print(f"    {d.action:<9} ({d.actor}) {d.from_weight:g}% -> {d.to_weight:g}%: {d.reason}")
+    print(f"  every user is back on version {status.primary_version}")
+    print("  the owners review the divergence, decide it is intended, and promote by hand:")
+    cli("rollout", "start", "fraud", *target, "--reason", "second attempt", head=1)
+    cli("rollout", "promote", "fraud", *target, "--reason", "reviewed: shift is intended", head=2)
+    resp = predict()
+    print(
+        f"  a request without a version is now answered by version {resp.model_spec.version.value}"
+    )
+    print("  ...and the promotion is reverted in one step (version 1 was kept loaded):")
+    cli("rollout", "rollback", "fraud", *target, "--reason", "revert", head=1)
+    resp = predict()
+    print(f"  a request without a version is answered by version {resp.model_spec.version.value}")
+    print("  decisions (`gateway rollout status fraud`):")
+    cli("rollout", "status", "fraud", *target)
 
 
 def _available(stub: Any, request: Any) -> list[int]:

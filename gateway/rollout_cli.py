@@ -101,7 +101,7 @@ def format_status(s: Any) -> str:
         + (f"  previous primary v{s.previous_primary} (held)" if s.previous_primary else "")
         + f"  routing key: {s.routing_key or 'none (random split)'}  replica: {s.replica}",
     ]
-    if s.step_started_at:
+    if s.step_started_at and s.status in ("running", "paused"):
         age = time.time() - s.step_started_at
         lines.append(
             f"  step {s.step_index + 1}/{len(s.steps)} running for {age:.0f}s"

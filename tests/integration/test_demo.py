@@ -37,5 +37,14 @@ def test_demo_shows_preprocessing_mismatches_skew_and_a_failed_version(
     assert "feature 'age': shape [batch, 3] does not match training shape [batch, 1]" in out
     assert "NOT_FOUND: model 'fraud' version 7 is not available" in out
     assert "version 3: FAILED" in out and "reason: manifest mismatch: variables/" in out
-    assert "a request without a version is answered by version 2" in out
+    # shadow: version 2 mirrored, divergence measured and reported
+    assert re.search(r"shadow:canary \(version 2\): \d+ requests compared, \d+ diverged", out)
+    assert "fraud shadow v1->v2" in out  # `gateway report`'s table
+    # the rollout: rolled back by the divergence gate, then promoted by hand and reverted
+    assert "the gateway rolled it back by itself: ROLLED_BACK" in out
+    assert re.search(r"rollback +\(auto\) 10% -> 0%: gate failed: divergence_rate=", out)
+    assert "a request without a version is now answered by version 2" in out
+    assert "PROMOTED  canary weight 100%" in out and "previous primary v1 (held)" in out
+    assert "a request without a version is answered by version 1\n" in out
+    assert "a request without a version is answered by version 1 (the primary)" in out
     assert "gateway exited with code 0" in out
