@@ -38,6 +38,10 @@ def _serve(args: argparse.Namespace) -> int:
         updates["metrics_port"] = server.metrics_port + args.worker_index
     if updates:
         config = config.model_copy(update={"server": server.model_copy(update=updates)})
+    if args.worker_index is not None:
+        from gateway.config import per_worker
+
+        config = per_worker(config, args.worker_index)
     from gateway.sinks.logging import configure_logging, flush_logs
 
     configure_logging(config.logging.level, config.logging.format, config.logging.file)

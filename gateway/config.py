@@ -378,6 +378,40 @@ class GatewayConfig(_Strict):
         return next((m for m in self.models if m.name == name), None)
 
 
+def _worker_path(path: Path, index: int) -> Path:
+    """`logs/divergence.jsonl` -> `logs/divergence.w1.jsonl`."""
+    return path.with_name(f"{path.stem}.w{index}{path.suffix}")
+
+
+def per_worker(config: GatewayConfig, index: int) -> GatewayConfig:
+    """The config of worker `index` of `--workers N`: its own divergence log and capture
+    files (each rotated by one process) and its own replica name; everything else, the
+    rollout state directory included, is shared."""
+    import os
+    import socket
+
+    logging = config.logging
+    replica = f"{logging.replica or f'{socket.gethostname()}:{os.getppid()}'}/w{index}"
+    updates: dict[str, Any] = {"replica": replica}
+    if logging.divergence_log is not None:
+        updates["divergence_log"] = _worker_path(logging.divergence_log, index)
+    models = [
+        m.model_copy(
+            update={
+                "capture": m.capture.model_copy(
+                    update={"path": _worker_path(m.capture.path, index)}
+                )
+            }
+        )
+        if m.capture.path is not None
+        else m
+        for m in config.models
+    ]
+    return config.model_copy(
+        update={"logging": logging.model_copy(update=updates), "models": models}
+    )
+
+
 def _format_loc(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:

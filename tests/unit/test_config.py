@@ -54,3 +54,27 @@ def test_errors_name_the_key_path(tmp_path: Path, data, message):
     with pytest.raises(ConfigError) as err:
         parse_config(data, tmp_path)
     assert str(err.value).startswith(message), str(err.value)
+
+
+def test_each_worker_gets_its_own_divergence_log_capture_and_replica(tmp_path):
+    from gateway.config import parse_config, per_worker
+
+    (tmp_path / "m").mkdir()
+    config = parse_config(
+        {
+            "logging": {"divergence_log": "logs/divergence.jsonl", "replica": "gw-a"},
+            "rollouts": {"state_dir": "state"},
+            "models": [
+                {"name": "m", "base_path": "m", "capture": {"path": "cap/m.tfrecord"}},
+                {"name": "n", "base_path": "m"},
+            ],
+        },
+        tmp_path,
+    )
+    w1 = per_worker(config, 1)
+    assert w1.logging.divergence_log == tmp_path / "logs" / "divergence.w1.jsonl"
+    assert w1.logging.replica == "gw-a/w1"
+    assert w1.models[0].capture.path == tmp_path / "cap" / "m.w1.tfrecord"
+    assert w1.models[1].capture.path is None
+    assert w1.rollouts.state_dir == config.rollouts.state_dir  # shared by design
+    assert per_worker(config, 0).logging.divergence_log != w1.logging.divergence_log
