@@ -114,7 +114,8 @@ class BatchingConfig(_Strict):
     max_batch_size: Annotated[int, Field(ge=1, le=65536)] = 64
     batch_timeout_micros: Annotated[int, Field(ge=0, le=10_000_000)] = 0
     max_enqueued_requests: Annotated[int, Field(ge=1)] = 10_000
-    num_batch_threads: Annotated[int, Field(ge=1, le=32)] = 2
+    num_batch_threads: Annotated[int, Field(ge=1, le=32)] = 1
+    inline_max_micros: Annotated[int, Field(ge=0, le=1_000_000)] = 2000
 
 
 CheckName = Literal[

@@ -35,7 +35,7 @@ Contract
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Final, Literal, get_args
 
@@ -426,6 +426,269 @@ def compare(
         if alias not in primary:
             outputs[alias] = _schema("missing in primary")
     return Comparison(outputs=outputs, diverged=any(m.diverged for m in outputs.values()))
+
+
+def compare_batch(
+    primary: Mapping[str, np.ndarray[Any, Any]],
+    shadow: Mapping[str, np.ndarray[Any, Any]],
+    rows: Sequence[int],
+    config: Mapping[str, OutputRule] | None = None,
+) -> list[Comparison]:
+    """`compare` for many requests in one vectorised pass.
+
+    `primary` and `shadow` hold the answers to several requests concatenated along
+    the batch dimension, request ``i`` owning the next ``rows[i]`` rows. Returns one
+    `Comparison` per request, equal to ``compare`` on that request's slices (verdicts,
+    flips and maxima exactly; means up to float summation order). Per-row metrics are
+    computed once over all rows and reduced per request with ``ufunc.reduceat``.
+    """
+    n = len(rows)
+    if n == 0:
+        return []
+    if n == 1 or min(rows) == 0:
+        return [compare(*_slices(primary, shadow, rows, i), config) for i in range(n)]
+    rules = config or {}
+    starts = np.concatenate(([0], np.cumsum(rows)[:-1])).astype(np.intp)
+    counts = np.asarray(rows, dtype=np.intp)
+    per_alias: dict[str, list[OutputMetrics]] = {}
+    for alias, array in primary.items():
+        if alias not in shadow:
+            per_alias[alias] = [_schema("missing in shadow")] * n
+        else:
+            per_alias[alias] = _compare_output_batch(
+                np.asarray(array),
+                np.asarray(shadow[alias]),
+                starts,
+                counts,
+                rules.get(alias, DEFAULT_RULE),
+            )
+    for alias in shadow:
+        if alias not in primary:
+            per_alias[alias] = [_schema("missing in primary")] * n
+    out = []
+    for i in range(n):
+        outputs = {alias: metrics[i] for alias, metrics in per_alias.items()}
+        out.append(Comparison(outputs=outputs, diverged=any(m.diverged for m in outputs.values())))
+    return out
+
+
+def _slices(
+    primary: Mapping[str, np.ndarray[Any, Any]],
+    shadow: Mapping[str, np.ndarray[Any, Any]],
+    rows: Sequence[int],
+    i: int,
+) -> tuple[dict[str, np.ndarray[Any, Any]], dict[str, np.ndarray[Any, Any]]]:
+    start = int(sum(rows[:i]))
+    end = start + rows[i]
+    return (
+        {k: np.asarray(v)[start:end] for k, v in primary.items()},
+        {k: np.asarray(v)[start:end] for k, v in shadow.items()},
+    )
+
+
+def _compare_output_batch(
+    a: np.ndarray[Any, Any],
+    b: np.ndarray[Any, Any],
+    starts: npt.NDArray[np.intp],
+    counts: npt.NDArray[np.intp],
+    rule: OutputRule,
+) -> list[OutputMetrics]:
+    n = len(starts)
+    total = int(counts.sum())
+    if a.ndim == 0 or b.ndim == 0 or a.shape[0] != total or b.shape[0] != total:
+        # not batch-major: compare each request's slice on its own
+        return [
+            compare_output(a[s : s + c], b[s : s + c], rule)
+            for s, c in zip(starts.tolist(), counts.tolist(), strict=True)
+        ]
+    if a.shape != b.shape:
+        return [
+            _schema(f"shape {(c, *a.shape[1:])} != {(c, *b.shape[1:])}") for c in counts.tolist()
+        ]
+    fam_a, fam_b = _dtype_family(a.dtype), _dtype_family(b.dtype)
+    if fam_a != fam_b or fam_a not in ("float", "int", "str"):
+        return [_schema(f"dtype {a.dtype} != {b.dtype}")] * n
+    if rule.kind != "auto":
+        kinds: list[OutputKind] = [rule.kind] * n
+    elif fam_a == "float":
+        probs = _segment_all(_rows_look_like_probabilities(a), starts)
+        kinds = ["probabilities" if p else "regression" for p in probs.tolist()]
+    else:
+        kinds = ["classes"] * n
+    out: list[OutputMetrics | None] = [None] * n
+    for kind in dict.fromkeys(kinds):
+        chosen = [i for i in range(n) if kinds[i] == kind]
+        if len(chosen) == n:
+            sa, sb, st, ct = a, b, starts, counts
+        else:
+            idx = np.concatenate([np.arange(starts[i], starts[i] + counts[i]) for i in chosen])
+            sa, sb = a[idx], b[idx]
+            ct = counts[chosen]
+            st = np.concatenate(([0], np.cumsum(ct)[:-1])).astype(np.intp)
+        results = _compare_kind_batch(sa, sb, st, ct, rule, kind, fam_a)
+        for i, metrics in zip(chosen, results, strict=True):
+            out[i] = metrics
+    return [m for m in out if m is not None]
+
+
+def _compare_kind_batch(
+    a: np.ndarray[Any, Any],
+    b: np.ndarray[Any, Any],
+    starts: npt.NDArray[np.intp],
+    counts: npt.NDArray[np.intp],
+    rule: OutputRule,
+    kind: OutputKind,
+    family: str,
+) -> list[OutputMetrics]:
+    n = len(starts)
+    if kind == "classes":
+        rows_a = a.reshape(a.shape[0], -1)
+        same = np.asarray(rows_a == b.reshape(rows_a.shape)).all(axis=1)
+        agree = np.add.reduceat(same.astype(np.float64), starts) / counts
+        all_same = _segment_all(same, starts)
+        return [
+            OutputMetrics(kind="classes", diverged=not bool(ok), agreement=float(g))
+            for ok, g in zip(all_same.tolist(), agree.tolist(), strict=True)
+        ]
+    if family == "str":
+        return [_schema(f"{kind} needs numeric outputs, got dtype {a.dtype}")] * n
+    fa = a.astype(np.float64, copy=False)
+    fb = b.astype(np.float64, copy=False)
+    if kind == "regression":
+        return _regression_batch(fa, fb, starts, rule)
+    if a.ndim < 2 or a.shape[-1] < 1:
+        return [_schema(f"{kind} needs shape (batch, ..., classes), got {(c, *a.shape[1:])}")
+                for c in counts.tolist()]  # fmt: skip
+    return _probabilities_batch(fa, fb, starts, counts, rule, kind)
+
+
+def _segment_all(flags: Any, starts: npt.NDArray[np.intp]) -> npt.NDArray[np.bool_]:
+    """Per segment (starting at `starts`), whether every flag is set."""
+    out: npt.NDArray[np.bool_] = np.logical_and.reduceat(np.asarray(flags, dtype=bool), starts)
+    return out
+
+
+def _rows_look_like_probabilities(a: np.ndarray[Any, Any]) -> npt.NDArray[np.bool_]:
+    """Per batch row, `_looks_like_probabilities` of that row alone (NaN -> False)."""
+    n = a.shape[0]
+    if a.ndim < 2 or a.shape[-1] < 2 or a.size == 0:
+        return np.zeros(n, dtype=bool)
+    flat = a.reshape(n, -1)
+    with np.errstate(invalid="ignore"):
+        in_range = (flat.min(axis=1) >= 0.0) & (flat.max(axis=1) <= 1.0)
+        sums = np.abs(a.sum(axis=-1).reshape(n, -1) - 1.0) <= PROB_SUM_TOL
+    out: npt.NDArray[np.bool_] = in_range & sums.all(axis=1)
+    return out
+
+
+def _regression_batch(
+    a: _FloatArray, b: _FloatArray, starts: npt.NDArray[np.intp], rule: OutputRule
+) -> list[OutputMetrics]:
+    n = len(starts)
+    rows = a.shape[0]
+    a2 = a.reshape(rows, -1)
+    b2 = b.reshape(rows, -1)
+    if a2.shape[1] == 0:
+        return [
+            OutputMetrics(kind="regression", diverged=False, max_abs=0.0, max_rel=0.0, within=True)
+        ] * n
+    diff = _abs_diff(a2, b2)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        rel = diff / np.maximum(np.abs(a2), TINY)
+        rel[diff == 0] = 0.0
+        close = (diff <= rule.atol + rule.rtol * np.abs(b2)) & np.isfinite(diff)
+        ok = (close | (diff == 0)).all(axis=1)
+    nan_rel = np.isnan(rel)
+    row_all_nan = nan_rel.all(axis=1)
+    row_rel = np.where(nan_rel, -np.inf, rel).max(axis=1)
+    max_abs = np.maximum.reduceat(diff.max(axis=1), starts)
+    max_rel = np.maximum.reduceat(row_rel, starts)
+    all_nan = _segment_all(row_all_nan, starts)
+    within = _segment_all(ok, starts)
+    return [
+        OutputMetrics(
+            kind="regression",
+            diverged=not w,
+            max_abs=float(m),
+            max_rel=math.inf if nan else float(r),
+            within=w,
+        )
+        for m, r, nan, w in zip(
+            max_abs.tolist(), max_rel.tolist(), all_nan.tolist(), within.tolist(), strict=True
+        )
+    ]
+
+
+def _probabilities_batch(
+    a: _FloatArray,
+    b: _FloatArray,
+    starts: npt.NDArray[np.intp],
+    counts: npt.NDArray[np.intp],
+    rule: OutputRule,
+    kind: OutputKind,
+) -> list[OutputMetrics]:
+    n = len(starts)
+    n_classes = a.shape[-1]
+    p = a.reshape(-1, n_classes)
+    q = b.reshape(-1, n_classes)
+    per_row = p.shape[0] // a.shape[0] if a.shape[0] else 0  # distributions per batch row
+    if per_row == 0:
+        return [
+            OutputMetrics(
+                kind=kind,
+                diverged=False,
+                label_flip=False,
+                top1_agreement=1.0,
+                topk_overlap=1.0,
+                max_abs=0.0,
+                js_mean=0.0,
+                js_max=0.0,
+            )
+        ] * n
+    if kind == "logits":
+        p, q = _softmax(p), _softmax(q)
+    same_top1 = np.argmax(p, axis=-1) == np.argmax(q, axis=-1)
+    k = min(rule.top_k, n_classes)
+    overlap = (_topk_mask(p, k) & _topk_mask(q, k)).sum(axis=-1) / k
+    row_abs = _abs_diff(p, q).max(axis=-1)
+    js = js_divergence(p, q)
+    d_starts = starts * per_row
+    d_counts = counts * per_row
+    all_same = _segment_all(same_top1, d_starts)
+    top1 = np.add.reduceat(same_top1.astype(np.float64), d_starts) / d_counts
+    topk = np.add.reduceat(overlap, d_starts) / d_counts
+    max_abs = np.maximum.reduceat(row_abs, d_starts)
+    js_mean = np.add.reduceat(js, d_starts) / d_counts
+    js_max = np.maximum.reduceat(js, d_starts)
+    out = []
+    for same, t1, tk, mx, jm, jx in zip(
+        all_same.tolist(),
+        top1.tolist(),
+        topk.tolist(),
+        max_abs.tolist(),
+        js_mean.tolist(),
+        js_max.tolist(),
+        strict=True,
+    ):
+        flip = not same
+        diverged = (
+            (flip and rule.label_flip)
+            or not mx <= rule.max_abs
+            or (rule.max_js is not None and jx > rule.max_js)
+        )
+        out.append(
+            OutputMetrics(
+                kind=kind,
+                diverged=bool(diverged),
+                label_flip=flip,
+                top1_agreement=t1,
+                topk_overlap=tk,
+                max_abs=mx,
+                js_mean=jm,
+                js_max=jx,
+            )
+        )
+    return out
 
 
 @dataclass

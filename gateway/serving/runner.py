@@ -79,6 +79,7 @@ class VersionRunner:
                     max_enqueued=batching.max_enqueued_requests,
                     num_threads=batching.num_batch_threads,
                     observer=observer,
+                    inline_max_s=batching.inline_max_micros / 1e6,
                 )
 
     def acquire(self) -> None:

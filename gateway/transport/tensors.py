@@ -8,6 +8,7 @@ broadcast form) and raise `InvalidInput` naming the alias for malformed tensors.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +84,7 @@ def to_numpy(alias: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
     shape = tuple(d.size for d in proto.tensor_shape.dim)
     if any(d < 0 for d in shape):
         raise InvalidInput(f"input '{alias}': negative dimension in tensor_shape {list(shape)}")
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)
     if wire.dtype == np.dtype(object):
         values = proto.string_val
         if len(values) == count:

@@ -17,6 +17,7 @@ from gateway.analysis.divergence import (
     NoiseFloor,
     OutputRule,
     compare,
+    compare_batch,
     compare_output,
     infer_kind,
     js_divergence,
@@ -390,3 +391,104 @@ def test_js_is_bounded_and_symmetric(a: np.ndarray, data: st.DataObject) -> None
     js = js_divergence(a, b)
     assert np.all((js >= 0) & (js <= 1))
     np.testing.assert_allclose(js, js_divergence(b, a), atol=1e-12)
+
+
+# ---------------------------------------------------------------- compare_batch
+
+
+def _assert_same_comparison(got, want):
+    assert got.diverged == want.diverged
+    assert got.outputs.keys() == want.outputs.keys()
+    for alias, w in want.outputs.items():
+        g = got.outputs[alias]
+        assert (g.kind, g.diverged, g.label_flip, g.within, g.message) == (
+            w.kind,
+            w.diverged,
+            w.label_flip,
+            w.within,
+            w.message,
+        ), alias
+        for name in ("max_abs", "max_rel", "js_max"):  # maxima are exact
+            assert getattr(g, name) == getattr(w, name), (alias, name)
+        for name in ("top1_agreement", "topk_overlap", "js_mean", "agreement"):
+            gv, wv = getattr(g, name), getattr(w, name)
+            assert (gv is None) == (wv is None), (alias, name)
+            if wv is not None:
+                assert gv == pytest.approx(wv, rel=1e-12, abs=1e-15), (alias, name)
+
+
+def _split(arrays, rows):
+    out, start = [], 0
+    for r in rows:
+        out.append({k: v[start : start + r] for k, v in arrays.items()})
+        start += r
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rows=st.lists(st.integers(1, 4), min_size=1, max_size=6),
+    seed=st.integers(0, 2**32 - 1),
+    noise=st.sampled_from([0.0, 1e-9, 0.02, 0.5]),
+    nan=st.booleans(),
+)
+def test_compare_batch_equals_compare_per_request(rows, seed, noise, nan):
+    rng = np.random.default_rng(seed)
+    n = sum(rows)
+
+    def probs(shape):
+        x = rng.random(shape)
+        return x / x.sum(axis=-1, keepdims=True)
+
+    primary = {
+        "value": rng.normal(size=(n, 3)),
+        "scores": probs((n, 4)),
+        "seq": probs((n, 2, 3)),
+        "logit": rng.normal(size=(n, 5)),
+        "cls": rng.integers(0, 3, size=(n,)),
+        "name": np.array([f"c{i}" for i in rng.integers(0, 2, size=n)], dtype=object),
+        "mixed": np.where(rng.random((n, 1)) < 0.5, probs((n, 3)), rng.normal(size=(n, 3))),
+    }
+    shadow = {
+        "value": primary["value"] + noise * rng.normal(size=(n, 3)),
+        "scores": np.abs(primary["scores"] + noise * rng.normal(size=(n, 4))),
+        "seq": probs((n, 2, 3)) if noise > 0.1 else primary["seq"],
+        "logit": primary["logit"] + noise * rng.normal(size=(n, 5)),
+        "cls": np.where(rng.random(n) < noise, (primary["cls"] + 1) % 3, primary["cls"]),
+        "name": primary["name"].copy(),
+        "mixed": primary["mixed"] + noise,
+    }
+    if nan:
+        primary["value"][0, 0] = np.nan
+        shadow["value"][-1, -1] = np.nan
+    rules = {
+        "value": OutputRule(kind="regression", atol=1e-3, rtol=1e-2),
+        "logit": OutputRule(kind="logits", max_js=0.01),
+        "seq": OutputRule(kind="probabilities", top_k=2),
+    }
+    got = compare_batch(primary, shadow, rows, rules)
+    want = [
+        compare(p, s, rules)
+        for p, s in zip(_split(primary, rows), _split(shadow, rows), strict=True)
+    ]
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        _assert_same_comparison(g, w)
+
+
+def test_compare_batch_schema_cases_and_empty_requests():
+    a = {"x": np.ones((3, 2)), "only_primary": np.ones((3, 1))}
+    b = {"x": np.ones((3, 3)), "only_shadow": np.ones((3, 1))}
+    got = compare_batch(a, b, [1, 2])
+    want = [compare(p, s) for p, s in zip(_split(a, [1, 2]), _split(b, [1, 2]), strict=True)]
+    for g, w in zip(got, want, strict=True):
+        _assert_same_comparison(g, w)
+        assert (
+            g.outputs["x"].message == "shape (1, 2) != (1, 3)" or "(2, 2)" in g.outputs["x"].message
+        )
+    # a dtype mismatch, and a request with no rows (handled one by one)
+    got = compare_batch({"y": np.ones((2, 1))}, {"y": np.array([["a"], ["b"]])}, [1, 1])
+    assert all(c.outputs["y"].kind == "schema" and c.diverged for c in got)
+    got = compare_batch({"y": np.ones((2, 1))}, {"y": np.ones((2, 1))}, [0, 2])
+    assert [c.diverged for c in got] == [False, False]
+    assert compare_batch({}, {}, []) == []

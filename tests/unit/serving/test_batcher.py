@@ -165,3 +165,38 @@ def test_queue_full_is_resource_exhausted():
         await asyncio.gather(*futs)
 
     run(main())
+
+
+def test_idle_fast_path_runs_a_lone_fast_call_on_the_loop_and_never_a_slow_one():
+    async def main(delay: float, inline_max_s: float):
+        calls: list[str] = []
+
+        def model(inputs):
+            calls.append(threading.current_thread().name)
+            if delay:
+                threading.Event().wait(delay)
+            return {"y": inputs["x"] * 2}
+
+        b = Batcher(
+            model, ThreadPoolExecutor(1, thread_name_prefix="model"), inline_max_s=inline_max_s
+        )
+        first = await b.submit(rows(1), 1)  # no measurement yet: through the thread
+        await asyncio.sleep(0.01)  # the client's round trip: the loop goes idle
+        second = await b.submit(rows(2), 1)  # lone, fast: on the loop's own thread
+        np.testing.assert_array_equal(second["y"], rows(4)["x"])
+        np.testing.assert_array_equal(first["y"], rows(2)["x"])
+        # concurrent requests are still queued and batched, never inline
+        both = await asyncio.gather(b.submit(rows(3), 1), b.submit(rows(5), 1))
+        await b.close()
+        return calls, b.inline_calls, both
+
+    loop_thread = threading.current_thread().name
+    calls, inline, both = run(main(0.0, 0.002))
+    assert calls[0].startswith("model") and calls[1] == loop_thread and inline >= 1
+    assert [float(r["y"][0, 0]) for r in both] == [6.0, 10.0]
+    # a model slower than inline_max_s never blocks the event loop
+    calls, inline, _ = run(main(0.01, 0.002))
+    assert inline == 0 and all(c.startswith("model") for c in calls)
+    # inline_max_s = 0 turns the fast path off
+    calls, inline, _ = run(main(0.0, 0.0))
+    assert inline == 0
