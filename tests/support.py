@@ -111,15 +111,23 @@ class Traffic:
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
         self.versions: list[int] = []
+        """Answering versions in completion order."""
+        self.answers: list[tuple[float, float, int]] = []
+        """(sent, answered, version) per successful request (time.monotonic)."""
         self.errors: list[str] = []
         self._lock = threading.Lock()
 
     def _run(self) -> None:
+        import time
+
         while not self._stop.is_set():
             try:
+                sent = time.monotonic()
                 resp = self._stub.Predict(self._request, timeout=30)
+                answered = time.monotonic()
                 with self._lock:
                     self.versions.append(resp.model_spec.version.value)
+                    self.answers.append((sent, answered, resp.model_spec.version.value))
             except grpc.RpcError as exc:
                 with self._lock:
                     self.errors.append(f"{exc.code().name}: {exc.details()}")

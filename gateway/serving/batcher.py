@@ -82,8 +82,11 @@ class Batcher:
         self._running: set[asyncio.Task[None]] = set()
         self._closed = False
 
-    async def submit(self, inputs: Arrays, rows: int) -> Arrays:
-        """Queue one request (all arrays with `rows` rows) and await its outputs."""
+    async def submit(self, inputs: Arrays, rows: int, inline: bool = True) -> Arrays:
+        """Queue one request (all arrays with `rows` rows) and await its outputs.
+
+        `inline=False` never takes the idle fast path (background work, e.g. a shadow
+        call, must not hold the event loop)."""
         if self._closed:
             raise Unavailable("model version is unloading; retry")
         if len(self._queue) >= self._max_enqueued:
@@ -91,7 +94,7 @@ class Batcher:
                 f"batch queue full ({self._max_enqueued} requests waiting); retry later"
             )
         loop = asyncio.get_running_loop()
-        if self._idle(loop, rows):
+        if inline and self._idle(loop, rows):
             self.inline_calls += 1
             result = self._call_one(inputs, rows)
             if isinstance(result, BaseException):

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import structlog
 
 from gateway.analysis.feature_checks import Action, Mismatch
 from gateway.errors import GatewayError, InvalidInput
@@ -20,6 +19,7 @@ from gateway.routing.router import Arm, RouteDecision, key_hash_hex
 from gateway.serving.checks import checked_inputs, mismatch_record
 from gateway.serving.runner import VersionRunner
 from gateway.serving.servable import CLASSIFY, REGRESS, Arrays, LoadedVersion, Signature
+from gateway.sinks.logging import REQUEST_ID as CURRENT_REQUEST_ID
 
 if TYPE_CHECKING:
     from gateway.routing.controller import RolloutController
@@ -164,9 +164,8 @@ class Predictor:
             if canary or primary is None or primary == runner.version:
                 from gateway.serving.shadow import MirrorTask
 
-                context = structlog.contextvars.get_contextvars()
                 task = MirrorTask(
-                    request_id=str(context.get("request_id", "")),
+                    request_id=CURRENT_REQUEST_ID.get(),
                     model=target.model,
                     signature=sig.name,
                     inputs=dict(raw),

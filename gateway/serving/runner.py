@@ -90,11 +90,14 @@ class VersionRunner:
         """The request that called `acquire` is done."""
         self.inflight -= 1
 
-    async def run(self, signature: Signature, inputs: Arrays, rows: int) -> Arrays:
-        """Execute one validated request; batched when the signature allows it."""
+    async def run(
+        self, signature: Signature, inputs: Arrays, rows: int, background: bool = False
+    ) -> Arrays:
+        """Execute one validated request; batched when the signature allows it.
+        `background` work (mirrored calls) never runs on the event loop's thread."""
         batcher = self._batchers.get(signature.name)
         if batcher is not None:
-            return await batcher.submit(inputs, rows)
+            return await batcher.submit(inputs, rows, inline=not background)
         if self._closing and self.inflight <= 0:
             raise Unavailable("model version is unloading; retry")
         loop = asyncio.get_running_loop()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -33,11 +34,12 @@ from typing import Any
 import numpy as np
 import structlog
 
-from gateway.analysis.divergence import Comparison, NoiseFloor, OutputRule, compare
+from gateway.analysis.divergence import Comparison, NoiseFloor, OutputRule, compare_batch
 from gateway.config import GatewayConfig, ModelConfig, VersionRef
 from gateway.errors import GatewayError
 from gateway.serving.checks import checked_inputs, mismatch_record
 from gateway.serving.servable import Arrays
+from gateway.sinks.divergence_log import first_row_features, input_digest
 
 log = structlog.get_logger("gateway.shadow")
 
@@ -45,6 +47,14 @@ BREAKER_FAILURES = 20
 """Consecutive errors/timeouts after which a lane stops mirroring for a cool-down."""
 BREAKER_COOLDOWN = (1.0, 60.0)
 """First and longest cool-down (seconds); doubles while probes keep failing."""
+
+BULK = 64
+"""Most queued mirrored requests one lane worker takes at once (one model call per group)."""
+
+LINGER_SECONDS = float(__import__("os").environ.get("GW_LINGER", "0.01"))
+"""How long a lane worker lets mirrored requests gather before it runs them."""
+YIELD_SECONDS = 0.0005
+"""How long a lane worker waits before looking again while the event loop is busy."""
 
 NOISE = "noise"
 SHADOW = "shadow"
@@ -302,46 +312,62 @@ class Mirror:
 
     async def _work(self, lane: Lane) -> None:
         while True:
-            task = await lane.queue.get()
+            tasks = [await lane.queue.get()]
+            # Let more mirrored requests gather: one model call, one comparison pass and
+            # one GIL-holding TensorFlow dispatch serve them all.
+            await asyncio.sleep(LINGER_SECONDS)
+            await _spare_time()
+            while len(tasks) < BULK and not lane.queue.empty():
+                tasks.append(lane.queue.get_nowait())
             try:
-                await self._mirror_one(lane, task)
+                for group in _groups(tasks):
+                    await self._mirror_group(lane, group)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("mirror_failed", model=lane.model, lane=lane.name)
             finally:
-                lane.queue.task_done()
+                for _ in tasks:
+                    lane.queue.task_done()
 
-    async def _mirror_one(self, lane: Lane, task: MirrorTask) -> None:
-        view = self._manager.table.get(task.model)
+    async def _mirror_group(self, lane: Lane, tasks: list[MirrorTask]) -> None:
+        """Mirror requests that can share one model call (same model, signature, input
+        shapes and outputs): one shadow call for all of them, one vectorised comparison,
+        then one record per request."""
+        first = tasks[0]
+        view = self._manager.table.get(first.model)
         target = lane.target
         shadow_version: int | None = None
         code = "OK"
         message = ""
         outputs: Arrays | None = None
-        shadow_mismatches: list[dict[str, Any]] = []
+        shadow_mismatches: list[list[dict[str, Any]]] = [[] for _ in tasks]
         started = time.perf_counter()
         runner = None
         try:
             if view is None:
-                raise GatewayError(f"model '{task.model}' is no longer served")
+                raise GatewayError(f"model '{first.model}' is no longer served")
             if lane.comparison == CANARY:
-                runner = view.resolve(task.compare_to)
+                runner = view.resolve(first.compare_to)
             elif target is None:
-                runner = view.resolve(task.primary_version)
+                runner = view.resolve(first.primary_version)
             elif isinstance(target, int):
                 runner = view.resolve(target)
             else:
                 runner = view.resolve(None, target)
             shadow_version = runner.version
             runner.acquire()
-            sig = runner.loaded.signature(task.signature)
-            inputs = task.inputs
+            sig = runner.loaded.signature(first.signature)
+            inputs = [task.inputs for task in tasks]
             if runner.checker is not None and sig.prepare is not None:
-                inputs, found = checked_inputs(runner.checker, inputs)
-                shadow_mismatches = [mismatch_record(m) for m in found]
-            rows = sig.validate(inputs)
-            outputs = await asyncio.wait_for(runner.run(sig, inputs, rows), lane.timeout_s)
+                for i, task in enumerate(tasks):
+                    inputs[i], found = checked_inputs(runner.checker, task.inputs)
+                    shadow_mismatches[i] = [mismatch_record(m) for m in found]
+            merged = _concat(inputs)
+            rows = sig.validate(merged)
+            outputs = await asyncio.wait_for(
+                runner.run(sig, merged, rows, background=True), lane.timeout_s
+            )
         except TimeoutError:
             code, message = "DEADLINE_EXCEEDED", f"no answer within {lane.timeout_s * 1e3:.0f} ms"
         except GatewayError as exc:
@@ -352,63 +378,91 @@ class Mirror:
             if runner is not None:
                 runner.release()
         latency_ms = (time.perf_counter() - started) * 1e3
-        stats = lane.stats
-        change = lane.record(outputs is not None, time.monotonic())
-        if change == "opened":
-            log.warning(
-                "shadow_suspended",
-                model=task.model,
-                lane=lane.name,
-                consecutive_failures=lane.consecutive_failures,
-                last_error=f"{code}: {message}",
-                detail=f"mirroring paused; probing again after {lane.cooldown:.0f}s (doubling)",
-            )
-        elif change == "closed":
-            log.info("shadow_resumed", model=task.model, lane=lane.name)
-        if outputs is None:
-            if code == "DEADLINE_EXCEEDED":
-                stats.timeouts += 1
-                outcome = "timeout"
-            else:
-                stats.errors += 1
-                outcome = "error"
-            self._metrics.shadow_outcome(
-                task.model, task.primary_version, shadow_version or target, lane.comparison, outcome
-            )
-            if self._log is not None:
-                primary: int | None = task.primary_version
-                shadow = shadow_version
-                if lane.comparison == CANARY:  # the mirrored call was the primary's
-                    primary = shadow_version if shadow_version is not None else task.compare_to
-                    shadow = task.primary_version
-                self._log.shadow_error(
-                    request_id=task.request_id,
-                    model=task.model,
-                    comparison=lane.comparison,
-                    primary_version=primary,
-                    shadow_version=shadow,
-                    shadow_target=target,
-                    error=code,
-                    message=message,
+        now = time.monotonic()
+        for _ in tasks:
+            change = lane.record(outputs is not None, now)
+            if change == "opened":
+                log.warning(
+                    "shadow_suspended",
+                    model=first.model,
+                    lane=lane.name,
+                    consecutive_failures=lane.consecutive_failures,
+                    last_error=f"{code}: {message}",
+                    detail=f"mirroring paused; probing again after {lane.cooldown:.0f}s (doubling)",
                 )
+            elif change == "closed":
+                log.info("shadow_resumed", model=first.model, lane=lane.name)
+        if outputs is None:
+            for task in tasks:
+                self._failed(lane, task, shadow_version, code, message)
             return
         assert shadow_version is not None
-        keys = set(task.primary_outputs)
+        keys = list(first.primary_outputs)
         shadow_outputs = {k: v for k, v in outputs.items() if k in keys}
+        primary_outputs = _concat([task.primary_outputs for task in tasks])
+        counts = [_rows(task.primary_outputs) for task in tasks]
+        rules = self._rules.get(first.model)
+        if lane.comparison == CANARY:
+            # the mirrored call answered for the primary; the client's answers came from
+            # the canary: compare (and log) them the right way round
+            comparisons = compare_batch(shadow_outputs, primary_outputs, counts, rules)
+        else:
+            comparisons = compare_batch(primary_outputs, shadow_outputs, counts, rules)
+        for task, comparison, mismatches in zip(tasks, comparisons, shadow_mismatches, strict=True):
+            self._compared(lane, task, comparison, shadow_version, latency_ms, mismatches)
+            await _spare_time()  # one request's bookkeeping at a time
+
+    def _failed(
+        self, lane: Lane, task: MirrorTask, shadow_version: int | None, code: str, message: str
+    ) -> None:
+        """Count and log one mirrored request the shadow did not answer."""
+        if code == "DEADLINE_EXCEEDED":
+            lane.stats.timeouts += 1
+            outcome = "timeout"
+        else:
+            lane.stats.errors += 1
+            outcome = "error"
+        target = lane.target
+        self._metrics.shadow_outcome(
+            task.model, task.primary_version, shadow_version or target, lane.comparison, outcome
+        )
+        if self._log is not None:
+            primary: int | None = task.primary_version
+            shadow = shadow_version
+            if lane.comparison == CANARY:  # the mirrored call was the primary's
+                primary = shadow_version if shadow_version is not None else task.compare_to
+                shadow = task.primary_version
+            self._log.shadow_error(
+                request_id=task.request_id,
+                model=task.model,
+                comparison=lane.comparison,
+                primary_version=primary,
+                shadow_version=shadow,
+                shadow_target=target,
+                error=code,
+                message=message,
+            )
+
+    def _compared(
+        self,
+        lane: Lane,
+        task: MirrorTask,
+        comparison: Comparison,
+        shadow_version: int,
+        latency_ms: float,
+        shadow_mismatches: list[dict[str, Any]],
+    ) -> None:
+        """Count, export, log (and maybe capture) one compared request."""
+        stats = lane.stats
         primary_version = task.primary_version
         latencies = {"primary": task.primary_latency_ms, "shadow": latency_ms}
         mismatches = {"primary": task.primary_mismatches, "shadow": shadow_mismatches}
         if lane.comparison == CANARY:
-            # the mirrored call answered for the primary; the client's answer came from the
-            # canary: compare (and log) them the right way round
-            comparison = compare(shadow_outputs, task.primary_outputs, self._rules.get(task.model))
             primary_version, shadow_version = shadow_version, task.primary_version
             latencies = {"primary": latency_ms, "shadow": task.primary_latency_ms}
             mismatches = {"primary": shadow_mismatches, "shadow": task.primary_mismatches}
             if self._on_canary is not None:
                 self._on_canary(task.model, primary_version, shadow_version, comparison.diverged)
-        else:
-            comparison = compare(task.primary_outputs, shadow_outputs, self._rules.get(task.model))
         floor = self.noise.get(task.model)
         within_noise: bool | None = None
         if lane.comparison == NOISE and floor is not None:
@@ -427,8 +481,8 @@ class Mirror:
         if flips:
             stats.label_flips += 1
         for alias, m in comparison.outputs.items():
-            if m.max_abs is not None and np.isfinite(m.max_abs):
-                stats.max_abs[alias] = max(stats.max_abs.get(alias, 0.0), float(m.max_abs))
+            if m.max_abs is not None and math.isfinite(m.max_abs):
+                stats.max_abs[alias] = max(stats.max_abs.get(alias, 0.0), m.max_abs)
         self._metrics.divergence(
             task.model,
             lane.comparison,
@@ -438,8 +492,6 @@ class Mirror:
             latency_ms,
         )
         if self._log is not None:
-            from gateway.sinks.divergence_log import first_row_features, input_digest
-
             self._log.divergence(
                 request_id=task.request_id,
                 model=task.model,
@@ -447,7 +499,7 @@ class Mirror:
                 primary_version=primary_version,
                 shadow_version=shadow_version,
                 routing_key_hash=task.routing_key_hash,
-                rows=int(next(iter(task.inputs.values())).shape[0]) if task.inputs else 0,
+                rows=_rows(task.inputs),
                 latency_ms={k: round(v, 3) for k, v in latencies.items()},
                 outputs=comparison.to_json(),
                 diverged=comparison.diverged,
@@ -535,6 +587,50 @@ class Mirror:
                 }
             )
         return out
+
+
+async def _spare_time() -> None:
+    """Return once no other callback (a request being served) is waiting to run on the
+    event loop: mirroring only ever uses the loop's spare time; meanwhile the bounded
+    queues fill and drop instead of slowing clients down."""
+    loop = asyncio.get_running_loop()
+    while getattr(loop, "_ready", None):
+        await asyncio.sleep(YIELD_SECONDS)
+
+
+def _rows(arrays: Mapping[str, np.ndarray]) -> int:
+    """Batch size of a request (first dimension of its first array; 0 without arrays)."""
+    first = next(iter(arrays.values()), None)
+    return int(first.shape[0]) if first is not None and first.ndim else 0
+
+
+def _concat(parts: list[Arrays]) -> Arrays:
+    """Requests' arrays concatenated along the batch dimension (one part: as is)."""
+    if len(parts) == 1:
+        return parts[0]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _group_key(task: MirrorTask) -> tuple[Any, ...]:
+    """Requests with equal keys can share one model call and one comparison pass."""
+    return (
+        task.model,
+        task.signature,
+        task.primary_version,
+        task.compare_to,
+        tuple((k, v.shape[1:], v.dtype.str) for k, v in task.inputs.items()),
+        tuple((k, v.shape[1:], v.dtype.str) for k, v in task.primary_outputs.items()),
+    )
+
+
+def _groups(tasks: list[MirrorTask]) -> list[list[MirrorTask]]:
+    """`tasks` split into groups of equal `_group_key`, in order of first appearance."""
+    if len(tasks) == 1:
+        return [tasks]
+    groups: dict[tuple[Any, ...], list[MirrorTask]] = {}
+    for task in tasks:
+        groups.setdefault(_group_key(task), []).append(task)
+    return list(groups.values())
 
 
 def _prediction_log(task: MirrorTask) -> tuple[Any, Any]:

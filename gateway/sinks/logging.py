@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -16,6 +17,10 @@ _LEVELS = {
     "error": logging.ERROR,
 }
 _stream: TextIO | None = None
+
+REQUEST_ID: ContextVar[str] = ContextVar("gateway_request_id", default="")
+"""The id of the request being served (also bound into structlog's context); reading it
+is cheaper than copying structlog's whole context."""
 
 
 def configure_logging(level: str = "info", fmt: str = "json", file: Path | None = None) -> None:

@@ -165,19 +165,34 @@ class Metrics:
             registry=r,
         )
         self._server: Any = None
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, cached: the request path does one dict lookup
+        instead of prometheus_client's validation and locking per call."""
+        key = (id(metric), *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def arm_request(self, model: str, arm: str, version: int, code: str, seconds: float) -> None:
         """Record one request split by a rollout."""
-        self.arm_requests.labels(model, arm, str(version), code).inc()
+        self.child(self.arm_requests, model, arm, str(version), code).inc()
         if code == "OK":
-            self.arm_latency.labels(model, arm, str(version)).observe(seconds)
+            self.child(self.arm_latency, model, arm, str(version)).observe(seconds)
 
     def shadow_outcome(
         self, model: str, primary: int, shadow: Any, comparison: str, outcome: str
     ) -> None:
         """Count one mirrored request's outcome (`shadow` is a version or a label)."""
-        self.shadow_requests.labels(
-            model, comparison, str(primary), "" if shadow is None else str(shadow), outcome
+        self.child(
+            self.shadow_requests,
+            model,
+            comparison,
+            str(primary),
+            "" if shadow is None else str(shadow),
+            outcome,
         ).inc()
 
     def divergence(
@@ -191,16 +206,17 @@ class Metrics:
     ) -> None:
         """Record one comparison."""
         labels = (model, comparison, str(primary), str(shadow))
-        self.shadow_requests.labels(model, comparison, str(primary), str(shadow), "compared").inc()
-        self.compared.labels(*labels).inc()
+        child = self.child
+        child(self.shadow_requests, *labels, "compared").inc()
+        child(self.compared, *labels).inc()
         if result.diverged:
-            self.diverged.labels(*labels).inc()
+            child(self.diverged, *labels).inc()
         if any(m.label_flip for m in result.outputs.values()):
-            self.label_flips.labels(*labels).inc()
+            child(self.label_flips, *labels).inc()
         for alias, m in result.outputs.items():
             if m.max_abs is not None and m.max_abs == m.max_abs:
-                self.divergence_max_abs.labels(*labels, alias).observe(min(m.max_abs, 1e9))
-        self.shadow_latency.labels(model, comparison, str(shadow)).observe(latency_ms / 1e3)
+                child(self.divergence_max_abs, *labels, alias).observe(min(m.max_abs, 1e9))
+        child(self.shadow_latency, model, comparison, str(shadow)).observe(latency_ms / 1e3)
 
     def noise_floor(self, model: str, version: int, floor: Any) -> None:
         """Export whether the primary is deterministic."""
@@ -219,8 +235,8 @@ class Metrics:
         self, method: str, model: str, version: str, code: str, seconds: float
     ) -> None:
         """Record one finished RPC."""
-        self.latency.labels(method, model, version).observe(seconds)
-        self.requests.labels(method, model, version, code).inc()
+        self.child(self.latency, method, model, version).observe(seconds)
+        self.child(self.requests, method, model, version, code).inc()
 
     def batch_observer(self, model: str, version: int) -> Any:
         """A `BatchObserver` bound to one version's label children."""

@@ -9,8 +9,9 @@ status codes; turns anything unexpected into INTERNAL with a generic message
 from __future__ import annotations
 
 import functools
+import itertools
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -18,6 +19,7 @@ import grpc
 import structlog
 
 from gateway.errors import GatewayError
+from gateway.sinks.logging import REQUEST_ID as CURRENT_REQUEST_ID
 from gateway.sinks.metrics import Metrics
 from gateway.transport.status import status_code
 
@@ -38,12 +40,17 @@ class HasMetrics:
 Handler = Callable[[Any, Any, Any], Awaitable[Any]]
 
 
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count()
+
+
 def request_id(context: Any) -> str:
-    """The caller's x-request-id (if it is a sane token) or a new random id."""
+    """The caller's x-request-id (if it is a sane token) or a new id: a random per-process
+    prefix and a counter (unique, and cheaper than a uuid4 per request)."""
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID and isinstance(value, str) and 0 < len(value) <= 128:
             return value
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 def _model_of(message: Any) -> tuple[str, str]:
@@ -68,6 +75,7 @@ def unary(method: str) -> Callable[[Handler], Handler]:
             model, version = _model_of(request)
             code = grpc.StatusCode.OK
             structlog.contextvars.bind_contextvars(request_id=rid)
+            CURRENT_REQUEST_ID.set(rid)
             try:
                 response = await fn(self, request, context)
                 model, version = _model_of(response) if model else (model, version)
