@@ -188,7 +188,7 @@ class ShadowConfig(_Strict):
     sample_rate: Annotated[float, Field(ge=0, le=1)] = 1.0
     timeout_ms: Annotated[int, Field(ge=1)] = 200
     queue_size: Annotated[int, Field(ge=1)] = 10_000
-    concurrency: Annotated[int, Field(ge=1, le=1024)] = 32
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 1
 
 
 class OutputRuleConfig(_Strict):

@@ -3,11 +3,16 @@
 Contract: `Mirror.offer(...)` is called after the primary has answered; it is
 O(1) per lane (a random draw and `put_nowait` on a bounded queue) and never
 blocks or raises. A full queue drops the work and counts it. Worker tasks
-(`concurrency` per lane) run the shadow version through its own runner (so
-shadow calls are batched like primary calls, on the shadow version's own
-threads), with a timeout; errors and timeouts are counted and logged and never
-reach the client. Each comparison becomes one divergence-log record, metrics,
-an entry in the live summary, and possibly a captured PredictionLog.
+(`concurrency` per lane, 1 by default) let mirrored requests gather for
+`LINGER_SECONDS`, take up to `BULK` of them, and run each group that can share a
+call (same signature, shapes, outputs) as one call of the shadow version through
+its own runner (batched like primary calls, on the shadow version's own threads,
+never on the event loop's), with a timeout, then compare the whole group in one
+vectorised pass (`compare_batch`). They only work in the event loop's spare time
+(`_spare_time`: while requests are waiting to run, they wait, and the queue fills
+and drops instead). Errors and timeouts are counted and logged and never reach the
+client. Each comparison becomes one divergence-log record, metrics, an entry in the
+live summary, and possibly a captured PredictionLog.
 
 A `noise` lane replays a sample of requests to the primary itself: a
 deterministic primary shows zero divergence; a non-deterministic one (dropout
@@ -51,7 +56,7 @@ BREAKER_COOLDOWN = (1.0, 60.0)
 BULK = 64
 """Most queued mirrored requests one lane worker takes at once (one model call per group)."""
 
-LINGER_SECONDS = float(__import__("os").environ.get("GW_LINGER", "0.01"))
+LINGER_SECONDS = 0.01
 """How long a lane worker lets mirrored requests gather before it runs them."""
 YIELD_SECONDS = 0.0005
 """How long a lane worker waits before looking again while the event loop is busy."""
@@ -212,7 +217,7 @@ class Mirror:
             if model.noise_sample_rate > 0:
                 timeout = max((s.timeout_ms for s in model.shadows), default=1000)
                 lanes.append(
-                    Lane(model.name, NOISE, None, model.noise_sample_rate, timeout / 1e3, 10_000, 8)
+                    Lane(model.name, NOISE, None, model.noise_sample_rate, timeout / 1e3, 10_000, 1)
                 )
                 self.noise.setdefault(model.name, NoiseFloor())
             if model.rollout is not None and model.rollout.compare_sample_rate > 0:
@@ -225,7 +230,7 @@ class Mirror:
                         r.compare_sample_rate,
                         r.compare_timeout_ms / 1e3,
                         10_000,
-                        8,
+                        1,
                     )
                 )
             for lane in lanes:
