@@ -35,6 +35,36 @@ def build_keras_classifier(path: Path, seed: int = 0, features: int = 4, classes
     return path
 
 
+def build_keras_bundle(
+    base_path: Path, version: int, seed: int = 0, features: int = 4, classes: int = 3
+) -> Path:
+    """`build_keras_classifier`'s model trained on standardized features and exported
+    with `gateway.export_version`: raw `x: float [?, features]` -> standardize -> model.
+    Ships training statistics (feature checks and skew windows on), golden records."""
+    import keras
+
+    from gateway.bundle.export import export_version
+
+    rng = np.random.default_rng(seed)
+    raw = rng.normal(3.0, 2.0, size=(2000, features))
+    labels = (raw[:, 0] > 3.0).astype(np.int64) + (raw[:, 1] > 5.0).astype(np.int64)
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input(shape=(features,), name="x")
+    hidden = keras.layers.Dense(16, activation="relu")(inp)
+    model = keras.Model(inp, keras.layers.Dense(classes, activation="softmax")(hidden))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    scaled = ((raw - raw.mean(axis=0)) / raw.std(axis=0)).astype(np.float32)
+    model.fit(scaled, labels, epochs=2, batch_size=128, verbose=0)
+    return export_version(
+        model,
+        base_path,
+        version,
+        preprocessing={"x": {"kind": "standardize", "per_element": True}},  # per column
+        train_features={"x": raw},
+        training_outputs=model.predict(scaled, verbose=0),
+    )
+
+
 def build_module_regressor(path: Path, seed: int = 0, features: int = 4) -> Path:
     """`tf.Module` with a serving signature: `x: float32 [?, features]` ->
     `{y: float32 [?, 2], argmax: int64 [?]}`."""

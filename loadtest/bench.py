@@ -767,23 +767,26 @@ class Repository:
 
 
 def build_repository(root: Path, memory_versions: bool = True) -> Repository:
-    """Build ``<root>/models/demo/{1,2}`` (Keras classifier, seeds 1 and 2) and, with
+    """Build ``<root>/models/demo/{1,2}`` (a Keras classifier exported with its
+    ``standardize`` preprocessing and training statistics by ``gateway.export_version``,
+    seeds 1 and 2: the gateway applies the preprocessing and the feature checks to every
+    request, the baseline serves the same SavedModel as is) and, with
     ``memory_versions``, ``<root>/models_mem/demo/{1,2,3}`` (adds seed 3)."""
-    from gateway.samples import build_keras_classifier
+    from gateway.samples import build_keras_bundle
 
     base = root / "models" / MODEL
     mem = root / "models_mem" / MODEL
     base.mkdir(parents=True, exist_ok=True)
     for version in (1, 2):
         if not (base / str(version) / "saved_model.pb").exists():
-            build_keras_classifier(base / str(version), seed=version)
+            build_keras_bundle(base, version, seed=version)
     if memory_versions:
         mem.mkdir(parents=True, exist_ok=True)
         for version in (1, 2):
             if not (mem / str(version)).exists():
                 shutil.copytree(base / str(version), mem / str(version))
         if not (mem / "3" / "saved_model.pb").exists():
-            build_keras_classifier(mem / "3", seed=3)
+            build_keras_bundle(mem, 3, seed=3)
     return Repository(root, base, mem)
 
 
