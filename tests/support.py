@@ -292,3 +292,27 @@ def raising_hook(version: int) -> Any:
         return broken
 
     return version_hook(version, wrap)
+
+
+def wait_compared(
+    gw: Any, model: str, n: int, lane: str | None = None, timeout: float = 60.0
+) -> list[Any]:
+    """Wait until every shadow lane of `model` (or just `lane`) has finished `n` mirrored
+    requests (compared, failed, dropped or suppressed); returns the admin's lane summaries."""
+    import time
+
+    from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
+
+    admin = admin_pb2_grpc.AdminServiceStub(gw.channel)
+    deadline = time.monotonic() + timeout
+    while True:
+        lanes = admin.GetDivergenceSummary(
+            admin_pb2.GetDivergenceSummaryRequest(model=model), timeout=10
+        ).lanes
+        done = [x for x in lanes if (lane is None and x.offered) or x.lane == lane]
+        if done and all(
+            x.compared + x.errors + x.timeouts + x.dropped + x.suppressed >= n for x in done
+        ):
+            return list(lanes)
+        assert time.monotonic() < deadline, f"mirrored work not done: {lanes}"
+        time.sleep(0.05)

@@ -313,16 +313,7 @@ def _compare_probabilities(
     if kind == "logits":
         p, q = _softmax(p), _softmax(q)
     if p.shape[0] == 0:
-        return OutputMetrics(
-            kind=kind,
-            diverged=False,
-            label_flip=False,
-            top1_agreement=1.0,
-            topk_overlap=1.0,
-            max_abs=0.0,
-            js_mean=0.0,
-            js_max=0.0,
-        )
+        return _identical_probabilities(kind)
     same_top1 = np.argmax(p, axis=-1) == np.argmax(q, axis=-1)
     k = min(rule.top_k, n_classes)
     overlap = (_topk_mask(p, k) & _topk_mask(q, k)).sum(axis=-1) / k
@@ -330,20 +321,38 @@ def _compare_probabilities(
     js = js_divergence(p, q)
     label_flip = not bool(same_top1.all())
     js_max = float(js.max())
-    diverged = (
-        (label_flip and rule.label_flip)
-        or not max_abs <= rule.max_abs
-        or (rule.max_js is not None and js_max > rule.max_js)
-    )
     return OutputMetrics(
         kind=kind,
-        diverged=bool(diverged),
+        diverged=_probabilities_diverged(label_flip, max_abs, js_max, rule),
         label_flip=label_flip,
         top1_agreement=float(same_top1.mean()),
         topk_overlap=float(overlap.mean()),
         max_abs=max_abs,
         js_mean=float(js.mean()),
         js_max=js_max,
+    )
+
+
+def _identical_probabilities(kind: OutputKind) -> OutputMetrics:
+    """The metrics of probability outputs with no rows (nothing to disagree on)."""
+    return OutputMetrics(
+        kind=kind,
+        diverged=False,
+        label_flip=False,
+        top1_agreement=1.0,
+        topk_overlap=1.0,
+        max_abs=0.0,
+        js_mean=0.0,
+        js_max=0.0,
+    )
+
+
+def _probabilities_diverged(flip: bool, max_abs: float, js_max: float, rule: OutputRule) -> bool:
+    """The verdict of probability outputs (see the module doc)."""
+    return (
+        (flip and rule.label_flip)
+        or not max_abs <= rule.max_abs
+        or (rule.max_js is not None and js_max > rule.max_js)
     )
 
 
@@ -633,18 +642,7 @@ def _probabilities_batch(
     q = b.reshape(-1, n_classes)
     per_row = p.shape[0] // a.shape[0] if a.shape[0] else 0  # distributions per batch row
     if per_row == 0:
-        return [
-            OutputMetrics(
-                kind=kind,
-                diverged=False,
-                label_flip=False,
-                top1_agreement=1.0,
-                topk_overlap=1.0,
-                max_abs=0.0,
-                js_mean=0.0,
-                js_max=0.0,
-            )
-        ] * n
+        return [_identical_probabilities(kind)] * n
     if kind == "logits":
         p, q = _softmax(p), _softmax(q)
     same_top1 = np.argmax(p, axis=-1) == np.argmax(q, axis=-1)
@@ -671,15 +669,10 @@ def _probabilities_batch(
         strict=True,
     ):
         flip = not same
-        diverged = (
-            (flip and rule.label_flip)
-            or not mx <= rule.max_abs
-            or (rule.max_js is not None and jx > rule.max_js)
-        )
         out.append(
             OutputMetrics(
                 kind=kind,
-                diverged=bool(diverged),
+                diverged=_probabilities_diverged(flip, mx, jx, rule),
                 label_flip=flip,
                 top1_agreement=t1,
                 topk_overlap=tk,

@@ -11,7 +11,6 @@ must load, report every record as a warmup record, and serve.
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,22 +18,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.support import wait_compared
+
 N_REQUESTS = 9
-
-
-def _wait_compared(gw: Any, model: str, n: int, timeout: float = 60.0) -> Any:
-    from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
-
-    admin = admin_pb2_grpc.AdminServiceStub(gw.channel)
-    deadline = time.monotonic() + timeout
-    while True:
-        lanes = admin.GetDivergenceSummary(
-            admin_pb2.GetDivergenceSummaryRequest(model=model), timeout=10
-        ).lanes
-        if lanes and all(x.compared + x.errors + x.timeouts + x.dropped >= n for x in lanes):
-            return lanes
-        assert time.monotonic() < deadline, f"mirrored work not done: {lanes}"
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -75,7 +61,7 @@ def captured(
         )
         assert resp.model_spec.version.value == 1
         sent.append(x)
-    (lane,) = _wait_compared(gw, "m", N_REQUESTS)
+    (lane,) = wait_compared(gw, "m", N_REQUESTS)
     assert lane.compared == N_REQUESTS
     writer = gw.gateway.mirror._capture["m"]
     assert writer.flush(10)
@@ -204,7 +190,7 @@ def test_capture_with_a_logged_unexpected_feature_is_a_valid_warmup_file(
     stub = prediction_service_pb2_grpc.PredictionServiceStub(gw.channel)
     inputs = {"x": np.array([[2.0]], np.float32), "extra": np.array([[1.0]], np.float32)}
     assert stub.Predict(predict_request("fraud", inputs), timeout=30).model_spec.version.value == 1
-    _wait_compared(gw, "fraud", 1)
+    wait_compared(gw, "fraud", 1)
     assert gw.gateway.mirror._capture["fraud"].flush(10)
 
     # A bundle's files are covered by its manifest: rebuild it after adding the warmup file.

@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
 from gateway.report.cli import main as report_main
-from tests.support import outputs_of, predict_request, slow_hook
+from tests.support import outputs_of, predict_request, slow_hook, wait_compared
 
 
 def _repo(tmp_path: Path, versions: dict[int, Path]) -> Path:
@@ -34,20 +33,6 @@ def _records(path: Path, comparison: str | None = None) -> list[dict]:
             if comparison is None or record.get("comparison") == comparison:
                 out.append(record)
     return out
-
-
-def _wait_compared(gw, model: str, n: int, lane: str | None = None, timeout: float = 60.0) -> list:
-    admin = admin_pb2_grpc.AdminServiceStub(gw.channel)
-    deadline = time.monotonic() + timeout
-    while True:
-        lanes = admin.GetDivergenceSummary(admin_pb2.GetDivergenceSummaryRequest(model=model)).lanes
-        done = [x for x in lanes if lane is None or x.lane == lane]
-        if done and all(
-            x.compared + x.errors + x.timeouts + x.dropped + x.suppressed >= n for x in done
-        ):
-            return list(lanes)
-        assert time.monotonic() < deadline, f"mirrored work not done: {lanes}"
-        time.sleep(0.05)
 
 
 def _flush(gw) -> None:
@@ -82,7 +67,7 @@ def test_seed_scenario_divergence_logged_and_reported(
             predict_request("m", {"x": x[i : i + 1]}), metadata=[("x-request-id", f"req-{i}")]
         )
         assert resp.model_spec.version.value == 1
-    lanes = {lane.lane: lane for lane in _wait_compared(gw, "m", 150)}
+    lanes = {lane.lane: lane for lane in wait_compared(gw, "m", 150)}
     canary, copy, noise = lanes["shadow:canary"], lanes["shadow:copy"], lanes["noise"]
     assert canary.compared == 150 and canary.shadow_version == 2
     assert copy.compared == 150 and copy.diverged == 0 and copy.max_abs["output_0"] == 0.0
@@ -145,7 +130,7 @@ def test_dropout_at_inference_is_reported_non_deterministic(
         stub = prediction_service_pb2_grpc.PredictionServiceStub(gw.channel)
         for i in range(30):
             stub.Predict(predict_request("m", {"x": shadow_models["x"][i : i + 1]}))
-        (noise,) = _wait_compared(gw, "m", 30)
+        (noise,) = wait_compared(gw, "m", 30)
     assert noise.lane == "noise" and not noise.deterministic and noise.diverged > 0
     events = [r for r in logs if r["event"] == "primary_nondeterministic"]
     assert len(events) == 1 and events[0]["model"] == "m"
@@ -212,7 +197,7 @@ def test_slow_or_failing_shadow_leaves_primary_answers_and_latency_alone(
         lat_on += _latencies(stub_on, x)
     ratio = statistics.median(lat_on) / statistics.median(lat_off)
     assert ratio < 1.5, f"primary p50 with a shadow that {kind}: {ratio:.2f}x shadow-off"
-    (lane,) = _wait_compared(on, "m", 245, timeout=120)
+    (lane,) = wait_compared(on, "m", 245, timeout=120)
     failed = lane.errors if kind == "raises" else lane.timeouts
     # every mirrored request failed and was counted; after 20 in a row the circuit
     # breaker paused the lane, and the rest were counted as suppressed
@@ -268,7 +253,7 @@ def test_unwritable_divergence_log_does_not_stop_serving(shadow_models, tmp_path
             ).model_spec.version.value
             == 1
         )
-    (lane,) = _wait_compared(gw, "m", 40)
+    (lane,) = wait_compared(gw, "m", 40)
     assert lane.compared == 40
     gw.gateway.mirror._log.flush(5)
     dropped = gw.gateway.metrics.registry.get_sample_value(
