@@ -13,6 +13,7 @@ import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
+from pydantic import ValidationError
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
@@ -321,17 +322,21 @@ class Gateway:
                 vp = VersionPolicy(specific=list(policy.specific.versions))
             else:
                 vp = VersionPolicy(latest=policy.latest.num_versions or 1)
+            # TF Serving's config says where and which versions; everything else a model
+            # had here (batching, checks, shadows, rollout, ...) is kept.
             old = self.config.model(mc.name)
-            fields: dict[str, Any] = {"batching": old.batching} if old else {}
-            models.append(
-                ModelConfig(
-                    name=mc.name,
-                    base_path=base_path.resolve(),
-                    version_policy=vp,
-                    version_labels=dict(mc.version_labels),
-                    **fields,
-                )
+            data: dict[str, Any] = old.model_dump() if old else {}
+            data.update(
+                name=mc.name,
+                base_path=base_path.resolve(),
+                version_policy=vp.model_dump(),
+                version_labels=dict(mc.version_labels),
             )
+            try:
+                models.append(ModelConfig.model_validate(data))
+            except ValidationError as exc:
+                reason = str(exc.errors(include_url=False)[0]["msg"]).removeprefix("Value error, ")
+                raise InvalidInput(f"config.model_config_list.config[{i}]: {reason}") from exc
         return await self._apply(self.config.model_copy(update={"models": models}))
 
     async def _apply(self, config: GatewayConfig) -> list[str]:

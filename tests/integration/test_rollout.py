@@ -324,3 +324,32 @@ def test_feature_skew_of_the_canary_rolls_back(seed_bundle, tmp_path, gateway_fa
     assert status.failed_gate.startswith("feature_skew="), status.failed_gate
     assert float(status.failed_gate.split("=")[1].split()[0]) > 0.1
     assert status.history[-1].action == "rollback" and "feature_skew" in status.history[-1].reason
+
+
+def test_tf_serving_reload_keeps_the_rollout_and_refuses_broken_labels(
+    shadow_models, tmp_path, gateway_factory
+):
+    from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
+    from tensorflow_serving.config import model_server_config_pb2
+
+    base = _repo(tmp_path, {1: shadow_models["a"], 2: shadow_models["a"]})
+    gw = gateway_factory(_config(tmp_path, base))
+    ms = model_service_pb2_grpc.ModelServiceStub(gw.channel)
+
+    def reload(labels):
+        cfg = model_server_config_pb2.ModelServerConfig()
+        mc = cfg.model_config_list.config.add(name="m", base_path=str(base))
+        mc.model_version_policy.all.SetInParent()
+        for label, version in labels.items():
+            mc.version_labels[label] = version
+        return ms.HandleReloadConfigRequest(model_management_pb2.ReloadConfigRequest(config=cfg))
+
+    assert reload({"stable": 1, "canary": 2}).status.error_code == 0
+    # TF Serving's config says where and which versions; the rollout block is kept
+    status = _admin(gw).GetRollout(admin_pb2.GetRolloutRequest(model="m"))
+    assert (status.primary_version, status.candidate_version) == (1, 2)
+    with pytest.raises(grpc.RpcError) as err:
+        reload({"stable": 1})
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "config.model_config_list.config[0]" in err.value.details()
+    assert "rollout.candidate: label 'canary'" in err.value.details()
