@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,11 +29,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from gateway.workers import free_port
 
 
 def _say(title: str) -> None:
@@ -174,7 +169,7 @@ def run_demo(workdir: Path) -> int:
     )
 
     repo = _build(workdir)
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     config_path = _config(workdir, port, metrics_port)
     _say(f"starting: gateway serve --config {config_path}")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}

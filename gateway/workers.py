@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 
-def _free_port(host: str) -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on `host` a moment ago (0.0.0.0: checked on loopback)."""
     with socket.socket() as s:
         s.bind((host if host != "0.0.0.0" else "127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -27,7 +28,7 @@ def _free_port(host: str) -> int:
 def run_workers(config_path: Path, host: str, port: int, workers: int) -> int:
     """Supervise `workers` serving processes; returns the exit code."""
     if port == 0:
-        port = _free_port(host)
+        port = free_port(host)
     print(f"listening on {host}:{port} ({workers} workers)", flush=True)
 
     def spawn(index: int) -> subprocess.Popen[bytes]:

@@ -152,15 +152,6 @@ class Traffic:
             t.join(30)
 
 
-def free_port() -> int:
-    """A TCP port that was free a moment ago on 127.0.0.1."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class GatewayProcess:
     """`python -m gateway serve --config FILE` as a child process (SIGKILL on exit)."""
 
@@ -171,12 +162,11 @@ class GatewayProcess:
         self.port = int(config["server"]["port"])
         self.proc: Any = None
 
-    def start(self, timeout: float = 120.0) -> GatewayProcess:
-        """Start and wait for the `listening on` line."""
+    def start(self) -> GatewayProcess:
+        """Start and wait for the `listening on` line (or the process's exit)."""
         import os
         import subprocess
         import sys
-        import time
 
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
         self._out = self.log.open("a")
@@ -188,10 +178,8 @@ class GatewayProcess:
             env=env,
         )
         assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        line = self.proc.stdout.readline()
+        line = self.proc.stdout.readline()  # "" when it exits first
         assert line.startswith("listening"), (line, self.log.read_text()[-3000:])
-        assert time.monotonic() < deadline
         return self
 
     def kill(self) -> None:

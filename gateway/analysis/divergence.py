@@ -457,8 +457,8 @@ def compare_batch(
     if n == 1 or min(rows) == 0:
         return [compare(*_slices(primary, shadow, rows, i), config) for i in range(n)]
     rules = config or {}
-    starts = np.concatenate(([0], np.cumsum(rows)[:-1])).astype(np.intp)
     counts = np.asarray(rows, dtype=np.intp)
+    starts = _starts(counts)
     per_alias: dict[str, list[OutputMetrics]] = {}
     for alias, array in primary.items():
         if alias not in shadow:
@@ -478,6 +478,12 @@ def compare_batch(
     for i in range(n):
         outputs = {alias: metrics[i] for alias, metrics in per_alias.items()}
         out.append(Comparison(outputs=outputs, diverged=any(m.diverged for m in outputs.values())))
+    return out
+
+
+def _starts(counts: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+    """First row of each segment, given the segments' row counts."""
+    out: npt.NDArray[np.intp] = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.intp)
     return out
 
 
@@ -533,7 +539,7 @@ def _compare_output_batch(
             idx = np.concatenate([np.arange(starts[i], starts[i] + counts[i]) for i in chosen])
             sa, sb = a[idx], b[idx]
             ct = counts[chosen]
-            st = np.concatenate(([0], np.cumsum(ct)[:-1])).astype(np.intp)
+            st = _starts(ct)
         results = _compare_kind_batch(sa, sb, st, ct, rule, kind, fam_a)
         for i, metrics in zip(chosen, results, strict=True):
             out[i] = metrics

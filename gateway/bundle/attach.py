@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import structlog
@@ -78,6 +78,9 @@ def verify_bundle(path: Path) -> None:
         raise VersionLoadError(f"manifest mismatch: {exc}") from exc
 
 
+_T = TypeVar("_T")
+
+
 def _read_message(path: Path, rel: Path, message: Any) -> Any:
     """Parse one bundle file; a failure names the file (and what could not be parsed)."""
     try:
@@ -89,6 +92,31 @@ def _read_message(path: Path, rel: Path, message: Any) -> Any:
         ) from exc
 
 
+def _decode(
+    path: Path, rel: Path, message: Any, what: str, convert: Callable[[Any], _T]
+) -> _T | None:
+    """Parse the bundle file `rel` (None when absent) and convert it; a failure names the
+    file and what was wrong."""
+    if not (path / rel).is_file():
+        return None
+    msg = _read_message(path, rel, message)
+    try:
+        return convert(msg)
+    except Exception as exc:
+        raise VersionLoadError(f"{rel}: invalid {what} ({type(exc).__name__}: {exc})") from exc
+
+
+def _golden(g: Any) -> Golden:
+    return Golden(
+        g.signature_name or "serving_default",
+        tensors_from_proto(g.raw),
+        tensors_from_proto(g.transformed),
+        tensors_from_proto(g.outputs),
+        g.atol,
+        g.rtol,
+    )
+
+
 def read_bundle(path: Path) -> Bundle | None:
     """Read the bundle files of a version directory; None when it has none.
 
@@ -98,43 +126,16 @@ def read_bundle(path: Path) -> Bundle | None:
     files = [path / f for f in (PREPROCESSING, STATISTICS, GOLDEN)]
     if not any(f.exists() for f in files) and not (path / TRANSFORM).exists():
         return None
-    manifest = None
-    if (path / MANIFEST).is_file():
-        manifest = _read_message(path, MANIFEST, bundle_pb2.BundleManifest)
-    pre = None
-    if (path / PREPROCESSING).is_file():
-        msg = _read_message(path, PREPROCESSING, preprocessing_pb2.Preprocessing)
-        try:
-            pre = Preprocessing.from_proto(msg)
-        except Exception as exc:
-            raise VersionLoadError(
-                f"{PREPROCESSING}: invalid preprocessing ({type(exc).__name__}: {exc})"
-            ) from exc
-    stats = None
-    if (path / STATISTICS).is_file():
-        smsg = _read_message(path, STATISTICS, statistics_pb2.FeatureStatistics)
-        try:
-            stats = FeatureStatistics.from_proto(smsg)
-        except Exception as exc:
-            raise VersionLoadError(
-                f"{STATISTICS}: invalid statistics ({type(exc).__name__}: {exc})"
-            ) from exc
-    golden = None
-    if (path / GOLDEN).is_file():
-        g = _read_message(path, GOLDEN, bundle_pb2.GoldenRecords)
-        try:
-            golden = Golden(
-                g.signature_name or "serving_default",
-                tensors_from_proto(g.raw),
-                tensors_from_proto(g.transformed),
-                tensors_from_proto(g.outputs),
-                g.atol,
-                g.rtol,
-            )
-        except Exception as exc:
-            raise VersionLoadError(
-                f"{GOLDEN}: invalid golden records ({type(exc).__name__}: {exc})"
-            ) from exc
+    manifest = _decode(path, MANIFEST, bundle_pb2.BundleManifest, "manifest", lambda m: m)
+    pre = _decode(
+        path, PREPROCESSING, preprocessing_pb2.Preprocessing, "preprocessing",
+        Preprocessing.from_proto,
+    )  # fmt: skip
+    stats = _decode(
+        path, STATISTICS, statistics_pb2.FeatureStatistics, "statistics",
+        FeatureStatistics.from_proto,
+    )  # fmt: skip
+    golden = _decode(path, GOLDEN, bundle_pb2.GoldenRecords, "golden records", _golden)
     transform = _load_transform(path / TRANSFORM) if (path / TRANSFORM).exists() else None
     return Bundle(manifest, pre, stats, golden, transform)
 

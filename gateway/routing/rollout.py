@@ -525,6 +525,21 @@ def _record(
     return replace(state, history=history, **changes), decision
 
 
+def _promoted(
+    state: RolloutState, decision: Decision, **changes: Any
+) -> tuple[RolloutState, Decision]:
+    """The candidate becomes the primary (weight 100); the old primary is held."""
+    return _record(
+        state,
+        decision,
+        status=Status.PROMOTED,
+        primary=state.candidate,
+        previous_primary=state.primary,
+        weight=100.0,
+        **changes,
+    )
+
+
 def _check_plan(state: RolloutState, plan: RolloutPlan) -> None:
     if plan.candidate != state.candidate:
         raise ValueError(
@@ -649,16 +664,7 @@ def tick(state: RolloutState, plan: RolloutPlan, stats: StepStats, now: float) -
             weight,
             100.0,
         )
-        return _record(
-            state,
-            decision,
-            status=Status.PROMOTED,
-            primary=state.candidate,
-            previous_primary=state.primary,
-            weight=100.0,
-            step_index=len(plan.steps) - 1,
-            failed_gate=None,
-        )
+        return _promoted(state, decision, step_index=len(plan.steps) - 1, failed_gate=None)
     index, step = nxt
     decision = Decision(
         now, "advance", f"{passed}; next {_pct(step)}", gate_dicts, "auto", weight, step
@@ -761,14 +767,7 @@ def promote(
         state.weight,
         100.0,
     )
-    return _record(
-        state,
-        decision,
-        status=Status.PROMOTED,
-        primary=state.candidate,
-        previous_primary=state.primary,
-        weight=100.0,
-    )
+    return _promoted(state, decision)
 
 
 def rollback(state: RolloutState, now: float, reason: str, *, actor: Actor = "admin") -> Transition:

@@ -120,7 +120,7 @@ class Batcher:
             and not self._queue
             and not self._running
             and rows <= self.max_batch_size
-            and _nothing_ready(loop)
+            and waiting_callbacks(loop) == 0
         )
 
     async def close(self) -> None:
@@ -253,11 +253,12 @@ class Batcher:
         return outputs
 
 
-def _nothing_ready(loop: asyncio.AbstractEventLoop) -> bool:
-    """True when no other callback is waiting to run on `loop` (asyncio's ready queue;
-    False for loops without one, so the fast path is simply never taken there)."""
+def waiting_callbacks(loop: asyncio.AbstractEventLoop) -> int | None:
+    """How many callbacks wait to run on `loop` (asyncio's ready queue), or None for a
+    loop that does not expose it (then neither the idle fast path nor spare-time
+    scheduling assumes anything: no fast path, no waiting)."""
     ready = getattr(loop, "_ready", None)
-    return ready is not None and not ready
+    return None if ready is None else len(ready)
 
 
 def _check_rows(alias: str, array: np.ndarray, rows: int) -> np.ndarray:

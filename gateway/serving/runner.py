@@ -107,10 +107,6 @@ class VersionRunner:
             self._observer(rows, 1)
         return outputs
 
-    def run_sync(self, signature: Signature, inputs: Arrays) -> Arrays:
-        """Unbatched call on the caller's thread (load-time checks, tools)."""
-        return signature.run(inputs)
-
     async def close(self, timeout: float = 30.0) -> None:
         """Wait for requests in flight (up to `timeout`), then stop the batchers."""
         self._closing = True

@@ -40,8 +40,9 @@ import numpy as np
 import structlog
 
 from gateway.analysis.divergence import Comparison, NoiseFloor, OutputRule, compare_batch
-from gateway.config import GatewayConfig, ModelConfig, VersionRef
+from gateway.config import GatewayConfig, VersionRef
 from gateway.errors import GatewayError
+from gateway.serving.batcher import waiting_callbacks
 from gateway.serving.checks import checked_inputs, mismatch_record
 from gateway.serving.servable import Arrays
 from gateway.sinks.divergence_log import first_row_features, input_digest
@@ -209,8 +210,14 @@ class Mirror:
             self._capture_rate[model.name] = model.capture.sample_rate
             self._sensitive[model.name] = frozenset(model.feature_checks.sensitive_features)
             lanes = [
-                self._lane(
-                    model, s.version, s.sample_rate, s.timeout_ms, s.queue_size, s.concurrency
+                Lane(
+                    model.name,
+                    SHADOW,
+                    s.version,
+                    s.sample_rate,
+                    s.timeout_ms / 1e3,
+                    s.queue_size,
+                    s.concurrency,
                 )
                 for s in model.shadows
             ]
@@ -243,17 +250,6 @@ class Mirror:
                 asyncio.get_running_loop().create_task(self._retire(lane))
         if self._drop_task is None:
             self._drop_task = asyncio.get_running_loop().create_task(self._report_drops())
-
-    def _lane(
-        self,
-        model: ModelConfig,
-        target: VersionRef,
-        rate: float,
-        timeout_ms: int,
-        queue: int,
-        concurrency: int,
-    ) -> Lane:
-        return Lane(model.name, SHADOW, target, rate, timeout_ms / 1e3, queue, concurrency)
 
     async def _retire(self, lane: Lane) -> None:
         with contextlib.suppress(Exception):
@@ -599,7 +595,7 @@ async def _spare_time() -> None:
     event loop: mirroring only ever uses the loop's spare time; meanwhile the bounded
     queues fill and drop instead of slowing clients down."""
     loop = asyncio.get_running_loop()
-    while getattr(loop, "_ready", None):
+    while waiting_callbacks(loop):
         await asyncio.sleep(YIELD_SECONDS)
 
 

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from gateway.workers import free_port
 from tests.support import predict_request, run_cli
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -68,17 +69,9 @@ def test_missing_config_and_bad_yaml(tmp_path: Path):
     )
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_sigterm_finishes_in_flight_requests_flushes_logs_and_exits_zero(make_repo, tmp_path: Path):
     base = make_repo("m", {1: "keras_a"})
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     config = {
         "server": {
             "host": "127.0.0.1",

@@ -147,7 +147,7 @@ def test_good_candidate_is_promoted_through_every_step(shadow_models, tmp_path, 
         ("promote", "auto", 100.0),
     ]
     assert traffic.errors == []
-    # keys were split, sticky: a key never changes version within a step... and both answered
+    # the split sent keys to both versions
     versions = {v for _, v in traffic.answers}
     assert versions == {1, 2}
     # promoted: the candidate is the primary, `stable` points at it, the old one is held
@@ -202,7 +202,6 @@ def test_bad_candidate_is_rolled_back_with_the_gate_named(
     with KeyedTraffic(gw.channel, shadow_models["x"]) as traffic:
         admin.UpdateRollout(Action(model="m", action=Action.START))
         final = _wait_status(gw, {"promoted", "rolled_back", "paused"})
-        rolled_back_at = time.monotonic()
         time.sleep(0.3)  # traffic after the rollback goes to the primary only
     assert final.status == "rolled_back", final
     assert final.weight == 0.0 and final.failed_gate.startswith(gate), final.failed_gate
@@ -218,7 +217,6 @@ def test_bad_candidate_is_rolled_back_with_the_gate_named(
     if kind == "errors":
         assert traffic.errors and all("INTERNAL" in e for _, e in traffic.errors)
     assert {v for _, v in traffic.answers[-20:]} == {1}
-    assert rolled_back_at > 0
 
 
 def test_admin_mutations_need_the_token(shadow_models, tmp_path, gateway_factory):

@@ -18,7 +18,8 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
 from gateway.routing.router import routing_hash
-from tests.support import GatewayProcess, free_port, predict_request, run_cli
+from gateway.workers import free_port
+from tests.support import GatewayProcess, predict_request, run_cli
 
 KEYS = [f"user-{i}" for i in range(200)]
 

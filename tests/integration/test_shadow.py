@@ -15,6 +15,7 @@ import pytest
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from gateway.report.cli import main as report_main
+from gateway.workers import free_port
 from tests.support import outputs_of, predict_request, slow_hook, wait_compared
 
 
@@ -267,7 +268,6 @@ def test_sigkill_during_logging_leaves_a_parseable_log(shadow_models, tmp_path):
     every line of every divergence log file still parses."""
     import os
     import signal
-    import socket
     import subprocess
     import sys
     import threading
@@ -276,9 +276,7 @@ def test_sigkill_during_logging_leaves_a_parseable_log(shadow_models, tmp_path):
     import yaml
 
     base = _repo(tmp_path, {1: shadow_models["a"], 2: shadow_models["b"]})
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     log_path = tmp_path / "logs" / "divergence.jsonl"
     cfg = tmp_path / "gw.yaml"
     cfg.write_text(

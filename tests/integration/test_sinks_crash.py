@@ -15,7 +15,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -31,6 +30,7 @@ from gateway.replay import add_replay_parser, run_replay
 from gateway.sinks.capture import CaptureWriter, iter_tfrecords, read_prediction_logs
 from gateway.sinks.divergence_log import SCHEMA
 from gateway.sinks.jsonl import JsonlWriter
+from gateway.workers import free_port
 
 ROTATE_BYTES = 64 * 1024
 
@@ -282,9 +282,7 @@ def test_replay_against_a_real_gateway(
 
 
 def test_replay_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     empty = tmp_path / "empty.tfrecord"
     empty.write_bytes(b"")
     target = f"127.0.0.1:{port}"

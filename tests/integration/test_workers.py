@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,13 +14,8 @@ import numpy as np
 import yaml
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from gateway.workers import free_port
 from tests.support import in_process, outputs_of, predict_request
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _requests_served(metrics_port: int) -> float:
@@ -42,9 +36,9 @@ def _requests_served(metrics_port: int) -> float:
 
 def test_two_workers_share_the_port_and_both_serve(make_repo, tmp_path):
     base = make_repo("m", {1: "keras_a"})
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     while metrics_port + 1 == port:
-        metrics_port = _free_port()
+        metrics_port = free_port()
     cfg = tmp_path / "gw.yaml"
     cfg.write_text(
         yaml.safe_dump(

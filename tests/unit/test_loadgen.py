@@ -522,11 +522,9 @@ def test_duration_bound_and_main_json(
 
 
 def test_unreachable_target_raises() -> None:
-    import socket
+    from gateway.workers import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     spec = LoadSpec(target=f"127.0.0.1:{port}", requests=1, duration=None, connect_timeout=0.5)
     with pytest.raises(loadgen.LoadgenError, match="could not connect"):
         run_load(spec)
