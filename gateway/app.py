@@ -17,23 +17,28 @@ from pydantic import ValidationError
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
+from gateway.analysis.skew import FeatureSkew
 from gateway.bundle.attach import attach_bundle, verify_bundle
 from gateway.config import GatewayConfig, ModelConfig, VersionPolicy, load_config
-from gateway.errors import ConfigError, InvalidInput
+from gateway.core.errors import ConfigError, InvalidInput, NotFound
+from gateway.core.model_view import ModelView
+from gateway.core.servable import LoadedVersion
 from gateway.lifecycle.loader import LoadHook
 from gateway.lifecycle.manager import VersionManager
 from gateway.lifecycle.monitor import StateMonitor
 from gateway.routing.controller import RolloutController
 from gateway.serving.checks import SkewMonitor, build_checks, mismatch_record
-from gateway.serving.predictor import Predictor
+from gateway.serving.dataplane import DataPlane, RolloutStatistics
+from gateway.serving.lane_summary import LaneSummary
+from gateway.serving.mirror import Mirror
 from gateway.serving.runner import VersionRunner
-from gateway.serving.servable import LoadedVersion
-from gateway.serving.shadow import Mirror
 from gateway.sinks.metrics import Metrics
 from gateway.transport.admin import AdminServicer
 from gateway.transport.auth import AdminAuth, load_token
+from gateway.transport.capture import PredictionLogCapture
 from gateway.transport.model_service import ModelServicer
 from gateway.transport.prediction import PredictionServicer
+from gateway.transport.warmup import decode_warmup_record
 
 log = structlog.get_logger("gateway")
 
@@ -78,7 +83,7 @@ class Gateway:
         self._server: Any = None
         self._health: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.manager: VersionManager | None = None
+        self.manager: VersionManager[VersionRunner] | None = None
         self.mirror: Mirror | None = None
         self.rollouts: RolloutController | None = None
         self.replica = config.logging.replica or f"{socket.gethostname()}:{os.getpid()}"
@@ -122,6 +127,7 @@ class Gateway:
             pre_checks=[verify_bundle],
             on_change=self._on_table_change,
             on_load_failure=self.metrics.on_load_failure,
+            decode_warmup=decode_warmup_record,
         )
         options = [
             ("grpc.max_receive_message_length", cfg.max_message_bytes),
@@ -129,16 +135,21 @@ class Gateway:
             ("grpc.so_reuseport", 1),
         ]
         self._server = grpc.aio.server(options=options)
-        predictor = Predictor(self.manager, self._on_mismatches)
         self.rollouts = RolloutController(
             self.manager, self.metrics, self._canary_skew, replica=self.replica
         )
         self.mirror = self._make_mirror()
-        predictor.mirror = self.mirror
-        predictor.rollouts = self.rollouts
-        self.predictor = predictor
+        self.plane = DataPlane(
+            self.manager,
+            router=self.rollouts,
+            hooks=[RolloutStatistics(self.rollouts), self.mirror],
+            on_mismatches=self._on_mismatches,
+            check_method_names=cfg.signature_method_name_check,
+        )
         servicers: list[Any] = [
-            PredictionServicer(predictor, self.metrics),
+            PredictionServicer(
+                self.plane, self.metrics, typed_outputs=cfg.response_encoding == "typed"
+            ),
             ModelServicer(self.manager, self.metrics, self.reload_tfs_config, auth),
             AdminServicer(
                 self.manager,
@@ -178,11 +189,25 @@ class Gateway:
             raise OSError(f"could not bind {cfg.host}:{cfg.port}")
         if cfg.metrics_port is not None:
             self.metrics_port = self.metrics.serve(cfg.metrics_port, cfg.host)
-        await self._server.start()
-        await self._health.set(OVERALL, health_pb2.HealthCheckResponse.SERVING)
-        await self.manager.start()
-        self.mirror.configure(self.config)
-        await self.rollouts.configure(self.config)
+        lifecycle = self.config.lifecycle
+        if lifecycle.load_before_serving:
+            # As TF Serving: the port accepts calls once every configured model has had
+            # its first load (available, or failed with a reason).
+            await self._start_models()
+            try:
+                await self.manager.wait_loaded(lifecycle.startup_timeout_seconds)
+            except TimeoutError:
+                log.warning(
+                    "startup_loads_pending",
+                    detail="serving before every model finished loading "
+                    f"(lifecycle.startup_timeout_seconds={lifecycle.startup_timeout_seconds})",
+                )
+            await self._server.start()
+            await self._health.set(OVERALL, health_pb2.HealthCheckResponse.SERVING)
+        else:
+            await self._server.start()
+            await self._health.set(OVERALL, health_pb2.HealthCheckResponse.SERVING)
+            await self._start_models()
         self._on_table_change()
         self._skew_task = self._loop.create_task(self._skew_loop())
         log.info(
@@ -192,13 +217,20 @@ class Gateway:
             models=[m.name for m in self.config.models],
         )
 
+    async def _start_models(self) -> None:
+        assert self.manager is not None and self.mirror is not None
+        assert self.rollouts is not None
+        await self.manager.start()
+        self.mirror.configure(self.config)
+        await self.rollouts.configure(self.config)
+
     def _on_table_change(self) -> None:
         if self._health is None or self.manager is None or self._loop is None:
             return
         serving = health_pb2.HealthCheckResponse.SERVING
         not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
         for name, view in self.manager.table.items():
-            status = serving if view.versions else not_serving
+            status = serving if _resolves(view) else not_serving
             self._loop.create_task(self._health.set(name, status))
 
     async def wait(self) -> None:
@@ -255,9 +287,14 @@ class Gateway:
             if model.capture.path is not None:
                 from gateway.sinks.capture import CaptureWriter
 
-                capture[model.name] = CaptureWriter(
-                    model.capture.path, rotate_mb=model.capture.rotate_mb, keep=model.capture.keep
+                capture[model.name] = PredictionLogCapture(
+                    CaptureWriter(
+                        model.capture.path,
+                        rotate_mb=model.capture.rotate_mb,
+                        keep=model.capture.keep,
+                    )
                 )
+        assert self.manager is not None
         return Mirror(
             self.manager,
             self.metrics,
@@ -281,13 +318,13 @@ class Gateway:
         ]
         return max(values, default=None)
 
-    def divergence_summary(self, model: str) -> list[dict[str, Any]]:
+    def divergence_summary(self, model: str) -> list[LaneSummary]:
         """Live per-shadow divergence figures of `model` (for the admin service)."""
         assert self.manager is not None
         self.manager.view(model)  # NotFound for unknown models
         return self.mirror.summary(model) if self.mirror is not None else []
 
-    def skew_report(self, model: str) -> dict[int, dict[str, Any]]:
+    def skew_report(self, model: str) -> dict[int, dict[str, FeatureSkew]]:
         """Current skew per version and feature of `model` (for the admin service)."""
         assert self.manager is not None
         return self._skew_monitor.report(self.manager.view(model))
@@ -349,6 +386,16 @@ class Gateway:
             await self.rollouts.configure(config)
         log.info("config_reloaded", changes=changes)
         return changes
+
+
+def _resolves(view: ModelView[VersionRunner]) -> bool:
+    """A model is SERVING once a request naming no version would be answered: its
+    primary (a version or a label, or the newest available) resolves."""
+    try:
+        view.resolve()
+    except NotFound:
+        return False
+    return True
 
 
 def _server_credentials(cfg: Any) -> Any:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import ConfigError
+from gateway.core.errors import ConfigError
 
 PROG = "gateway"
 
@@ -143,7 +143,8 @@ def _status(args: argparse.Namespace) -> int:
         for v in model.versions:
             extra = f"  labels={','.join(v.labels)}" if v.labels else ""
             reason = f"  reason: {v.error}" if v.error else ""
-            print(f"  v{v.version:<6} {v.state:<10} failures={v.failures}{extra}{reason}")
+            runtime = f"  runtime={v.runtime}" if v.runtime else ""
+            print(f"  v{v.version:<6} {v.state:<10} failures={v.failures}{runtime}{extra}{reason}")
     return 0
 
 

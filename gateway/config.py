@@ -7,12 +7,15 @@ Relative paths are resolved against the directory holding the config file.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from types import MappingProxyType
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -20,10 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.errors import ConfigError
-
-if TYPE_CHECKING:
-    from gateway.routing.rollout import RolloutPlan
+from gateway.core.errors import ConfigError
 
 
 class _Strict(BaseModel):
@@ -52,6 +52,12 @@ class ServerConfig(_Strict):
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     tf_intra_op_threads: Annotated[int, Field(ge=0, le=256)] = 0
     tf_inter_op_threads: Annotated[int, Field(ge=0, le=256)] = 0
+    signature_method_name_check: bool = False
+    """TF Serving's `--enable_signature_method_name_check`: Classify/Regress only on
+    signatures with that method_name (off: any signature of the right shape)."""
+    response_encoding: Literal["typed", "tensor_content"] = "typed"
+    """How response tensors are written: TF Serving's typed value fields (`float_val`, ...),
+    or numeric values as `tensor_content` bytes."""
     tls: TlsConfig | None = None
     admin_token_file: Path | None = None
     admin_token_env: str | None = None
@@ -65,6 +71,11 @@ class LifecycleConfig(_Strict):
     retry_initial_seconds: Annotated[float, Field(gt=0)] = 1.0
     retry_max_seconds: Annotated[float, Field(gt=0)] = 60.0
     warmup: bool = True
+    load_before_serving: bool = True
+    """As TF Serving: open the port only after every configured model's first load
+    (false: accept calls at once, models answer NOT_FOUND until loaded)."""
+    startup_timeout_seconds: Annotated[float, Field(gt=0)] = 600.0
+    """With `load_before_serving`, the longest the port waits for first loads."""
 
 
 class LoggingConfig(_Strict):
@@ -130,6 +141,20 @@ CheckName = Literal[
 ]
 CheckAction = Literal["ignore", "log", "reject"]
 
+DEFAULT_CHECK_ACTIONS: Final[Mapping[CheckName, CheckAction]] = MappingProxyType(
+    {
+        "missing_feature": "reject",
+        "unexpected_feature": "log",
+        "dtype_mismatch": "reject",
+        "shape_mismatch": "reject",
+        "nan_or_inf": "log",
+        "out_of_range": "log",
+        "z_score": "log",
+        "unseen_category": "log",
+    }
+)
+"""The action of each check when `feature_checks.actions` does not name it."""
+
 
 class FeatureCheckOverrideConfig(_Strict):
     """Per-feature overrides of the check actions and limits."""
@@ -143,11 +168,17 @@ class FeatureChecksConfig(_Strict):
     """Per-request checks of raw features against the version's training statistics."""
 
     enabled: bool = True
-    actions: dict[CheckName, CheckAction] = {}
+    actions: dict[CheckName, CheckAction] = dict(DEFAULT_CHECK_ACTIONS)
     margin: Annotated[float, Field(ge=0)] = 0.0
     z_threshold: Annotated[float, Field(gt=0)] = 6.0
     sensitive_features: list[str] = []
     per_feature: dict[str, FeatureCheckOverrideConfig] = {}
+
+    @field_validator("actions")
+    @classmethod
+    def _complete(cls, value: dict[CheckName, CheckAction]) -> dict[CheckName, CheckAction]:
+        """The checks not named keep their `DEFAULT_CHECK_ACTIONS` action."""
+        return {**DEFAULT_CHECK_ACTIONS, **value}
 
 
 class SkewThresholdsConfig(_Strict):
@@ -177,8 +208,20 @@ class SkewConfig(_Strict):
         return self
 
 
-VersionRef = int | str
+def _version_ref(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"expected a version number or a label, got {value!r}")
+    if isinstance(value, int) and value < 0:
+        raise ValueError(f"expected a version number >= 0, got {value}")
+    return value
+
+
+VersionRef = Annotated[int | str, BeforeValidator(_version_ref)]
 """A version number or a version label."""
+
+
+DEFAULT_NOISE_TIMEOUT_MS: Final = 1000
+"""Noise-lane timeout of a model with neither shadows nor `noise_timeout_ms`."""
 
 
 class ShadowConfig(_Strict):
@@ -195,12 +238,12 @@ class OutputRuleConfig(_Strict):
     """How one output alias is compared between versions (see README: divergence)."""
 
     kind: Literal["auto", "regression", "probabilities", "logits", "classes"] = "auto"
-    atol: Annotated[float, Field(ge=0)] = 1e-6
-    rtol: Annotated[float, Field(ge=0)] = 1e-5
-    max_abs: Annotated[float, Field(ge=0)] = 0.05
-    max_js: Annotated[float, Field(ge=0)] | None = None
-    label_flip: bool = True
-    top_k: Annotated[int, Field(ge=1)] = 3
+    atol: Annotated[float, Field(ge=0, strict=True)] = 1e-6
+    rtol: Annotated[float, Field(ge=0, strict=True)] = 1e-5
+    max_abs: Annotated[float, Field(ge=0, strict=True)] = 0.05
+    max_js: Annotated[float, Field(ge=0, strict=True)] | None = None
+    label_flip: Annotated[bool, Field(strict=True)] = True
+    top_k: Annotated[int, Field(ge=1, strict=True)] = 3
 
 
 class CaptureConfig(_Strict):
@@ -225,23 +268,29 @@ class RoutingKeyConfig(_Strict):
         return self
 
 
+_Rate = Annotated[float, Field(ge=0, strict=True, allow_inf_nan=False)]
+"""A finite number >= 0 (not a bool, not a string)."""
+_Ratio = Annotated[float, Field(gt=0, strict=True, allow_inf_nan=False)]
+"""A finite number > 0 (not a bool, not a string)."""
+
+
 class GatesConfig(_Strict):
     """Rollout gate thresholds (maximums); `null` turns a gate off. The feature-skew gate is
     off by default: only versions that ship training statistics can be judged by it."""
 
-    max_divergence_rate: Annotated[float, Field(ge=0)] | None = 0.02
-    max_error_rate_ratio: Annotated[float, Field(gt=0)] | None = 1.5
-    max_p99_latency_ratio: Annotated[float, Field(gt=0)] | None = 1.3
-    max_feature_skew: Annotated[float, Field(ge=0)] | None = None
+    max_divergence_rate: _Rate | None = 0.02
+    max_error_rate_ratio: _Ratio | None = 1.5
+    max_p99_latency_ratio: _Ratio | None = 1.3
+    max_feature_skew: _Rate | None = None
 
 
 class MinSamplesConfig(_Strict):
     """How much evidence each gate needs before it is judged."""
 
-    compared: Annotated[int, Field(ge=1)] = 100
-    error_requests: Annotated[int, Field(ge=1)] = 50
-    primary_requests: Annotated[int, Field(ge=1)] = 100
-    latency: Annotated[int, Field(ge=1)] = 100
+    compared: Annotated[int, Field(ge=1, strict=True)] = 100
+    error_requests: Annotated[int, Field(ge=1, strict=True)] = 50
+    primary_requests: Annotated[int, Field(ge=1, strict=True)] = 100
+    latency: Annotated[int, Field(ge=1, strict=True)] = 100
 
 
 class RolloutConfig(_Strict):
@@ -250,15 +299,31 @@ class RolloutConfig(_Strict):
     candidate: VersionRef
     primary: VersionRef | None = None
     routing_key: RoutingKeyConfig | None = None
-    steps: list[float] = [1.0, 5.0, 25.0, 50.0, 100.0]
-    min_requests_per_step: Annotated[int, Field(ge=0)] = 500
-    min_step_seconds: Annotated[float, Field(ge=0)] = 60.0
+    steps: list[Annotated[float, Field(gt=0, le=100, strict=True)]] = [1.0, 5.0, 25.0, 50.0, 100.0]
+    min_requests_per_step: Annotated[int, Field(ge=0, strict=True)] = 500
+    min_step_seconds: _Rate = 60.0
     gates: GatesConfig = GatesConfig()
     on_failure: Literal["rollback", "pause"] = "rollback"
     compare_sample_rate: Annotated[float, Field(ge=0, le=1)] = 1.0
     compare_timeout_ms: Annotated[int, Field(ge=1)] = 1000
+    compare_queue_size: Annotated[int, Field(ge=1)] = 10_000
     min_samples: MinSamplesConfig = MinSamplesConfig()
     auto_start: bool = False
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, value: list[float]) -> list[float]:
+        """Percentages in (0, 100] (checked per item), increasing, ending at 100."""
+        if not value:
+            raise ValueError("expected a non-empty list of percentages")
+        for i in range(1, len(value)):
+            if value[i] <= value[i - 1]:
+                raise ValueError(
+                    f"steps must increase, got steps[{i}] = {value[i]:g} after {value[i - 1]:g}"
+                )
+        if value[-1] != 100.0:
+            raise ValueError(f"the last step must be 100 (promotion), got {value[-1]:g}")
+        return value
 
 
 class ModelConfig(_Strict):
@@ -275,6 +340,10 @@ class ModelConfig(_Strict):
     shadows: list[ShadowConfig] = []
     divergence: dict[str, OutputRuleConfig] = {}
     noise_sample_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    noise_queue_size: Annotated[int, Field(ge=1)] = 10_000
+    noise_timeout_ms: Annotated[int, Field(ge=1)] | None = None
+    """None: the longest `shadows[].timeout_ms`, else `DEFAULT_NOISE_TIMEOUT_MS` (see
+    `noise_timeout`)."""
     capture: CaptureConfig = CaptureConfig()
     rollout: RolloutConfig | None = None
 
@@ -300,44 +369,31 @@ class ModelConfig(_Strict):
                     "rollout.primary: required when the model has no `primary` "
                     "(a version number or a label)"
                 )
-            self.rollout_plan()  # validates steps and versions; the message names the key
+            candidate, primary = self.rollout_versions()
+            if candidate == primary:
+                raise ValueError(f"rollout.candidate: same version as the primary ({primary})")
         return self
 
-    def rollout_plan(self) -> RolloutPlan | None:
-        """The rollout block as a `RolloutPlan`, labels resolved against `version_labels`
-        (the config's, not runtime overrides: a promotion moves labels)."""
-        if self.rollout is None:
-            return None
-        from gateway.routing.gates import Gates, MinSamples
-        from gateway.routing.rollout import RolloutPlan, RoutingKey
+    def noise_timeout(self) -> int:
+        """Timeout (ms) of the noise lane's replayed calls: `noise_timeout_ms`, else the
+        longest shadow `timeout_ms`, else `DEFAULT_NOISE_TIMEOUT_MS`."""
+        if self.noise_timeout_ms is not None:
+            return self.noise_timeout_ms
+        return max((s.timeout_ms for s in self.shadows), default=DEFAULT_NOISE_TIMEOUT_MS)
 
+    def rollout_versions(self) -> tuple[int, int]:
+        """`(candidate, primary)` of the rollout block as version numbers: labels resolved
+        against `version_labels` (the config's, not runtime overrides: a promotion moves
+        labels); the primary is `rollout.primary`, else the model's `primary`."""
         r = self.rollout
+        assert r is not None, "the model has no rollout block"
+        primary = r.primary if r.primary is not None else self.primary
+        assert primary is not None  # the validator requires one of them
 
-        def version(ref: VersionRef | None) -> int:
-            assert ref is not None
+        def version(ref: VersionRef) -> int:
             return self.version_labels[ref] if isinstance(ref, str) else ref
 
-        key = None
-        if r.routing_key is not None:
-            key = (
-                RoutingKey("header", r.routing_key.header)
-                if r.routing_key.header is not None
-                else RoutingKey("feature", str(r.routing_key.feature))
-            )
-        try:
-            return RolloutPlan(
-                candidate=version(r.candidate),
-                primary=version(r.primary if r.primary is not None else self.primary),
-                steps=tuple(r.steps),
-                min_requests_per_step=r.min_requests_per_step,
-                min_step_seconds=r.min_step_seconds,
-                gates=Gates(**r.gates.model_dump()),
-                on_failure=r.on_failure,
-                routing_key=key,
-                min_samples=MinSamples(**r.min_samples.model_dump()),
-            )
-        except ValueError as exc:
-            raise ValueError(f"rollout.{exc}") from exc
+        return version(r.candidate), version(primary)
 
     @field_validator("version_labels")
     @classmethod
@@ -355,6 +411,35 @@ class RolloutsConfig(_Strict):
     tick_seconds: Annotated[float, Field(gt=0)] = 1.0
 
 
+class BreakerConfig(_Strict):
+    """The circuit breaker of a mirror lane: after `failures` consecutive errors or
+    timeouts the lane stops mirroring for a cool-down that starts at `cooldown_seconds`
+    and doubles, up to `max_cooldown_seconds`, while its probes keep failing."""
+
+    failures: Annotated[int, Field(ge=1)] = 20
+    cooldown_seconds: Annotated[float, Field(gt=0)] = 1.0
+    max_cooldown_seconds: Annotated[float, Field(gt=0)] = 60.0
+
+    @model_validator(mode="after")
+    def _order(self) -> BreakerConfig:
+        if self.max_cooldown_seconds < self.cooldown_seconds:
+            raise ValueError(
+                f"max_cooldown_seconds ({self.max_cooldown_seconds:g}) must be at least "
+                f"cooldown_seconds ({self.cooldown_seconds:g})"
+            )
+        return self
+
+
+class MirroringConfig(_Strict):
+    """How every mirror lane (shadows, noise, canary comparison) schedules its work."""
+
+    bulk: Annotated[int, Field(ge=1, le=65536)] = 64
+    """Most queued mirrored requests a lane worker takes at once."""
+    linger_ms: Annotated[float, Field(ge=0, le=10_000)] = 10.0
+    """How long a lane worker lets mirrored requests gather before it runs them."""
+    breaker: BreakerConfig = BreakerConfig()
+
+
 class GatewayConfig(_Strict):
     """The whole gateway configuration file."""
 
@@ -362,6 +447,7 @@ class GatewayConfig(_Strict):
     lifecycle: LifecycleConfig = LifecycleConfig()
     logging: LoggingConfig = LoggingConfig()
     rollouts: RolloutsConfig = RolloutsConfig()
+    mirroring: MirroringConfig = MirroringConfig()
     models: list[ModelConfig] = []
 
     @field_validator("models")

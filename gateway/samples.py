@@ -6,7 +6,7 @@ Each builder writes one TF Serving version directory and returns its path.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -86,19 +86,24 @@ def build_module_regressor(path: Path, seed: int = 0, features: int = 4) -> Path
     return path
 
 
-def build_estimator_example_model(path: Path) -> Path:
+def build_estimator_example_model(
+    path: Path,
+    weights: tuple[tuple[float, float], tuple[float, float]] = ((1.0, -1.0), (0.5, 2.0)),
+    bias: float = 0.0,
+) -> Path:
     """A TF1 SavedModel like Estimator's `export_saved_model`: signatures taking serialized
-    tf.Example (`x`: 2 floats): `serving_default` (classify: classes/scores), `regress`
-    (outputs = x0 + x1) and `predict` (examples -> probabilities, value)."""
+    tf.Example (`x`: 2 floats): `serving_default` (classify: classes/scores =
+    softmax(x @ weights)), `regress` (outputs = x0 + x1 + bias) and `predict` (examples ->
+    probabilities, value)."""
     tf = _tf()
     graph = tf.Graph()
     with graph.as_default():
         serialized = tf.compat.v1.placeholder(tf.string, [None], name="input_example_tensor")
         features = tf.io.parse_example(serialized, {"x": tf.io.FixedLenFeature([2], tf.float32)})
-        weights = tf.compat.v1.get_variable("w", initializer=tf.constant([[1.0, -1.0], [0.5, 2.0]]))
+        weights = tf.compat.v1.get_variable("w", initializer=tf.constant(weights))
         probs = tf.nn.softmax(tf.matmul(features["x"], weights))
         classes = tf.tile(tf.constant([[b"neg", b"pos"]]), [tf.shape(serialized)[0], 1])
-        value = tf.reduce_sum(features["x"], axis=1, keepdims=True)
+        value = tf.reduce_sum(features["x"], axis=1, keepdims=True) + bias
         sdu = tf.compat.v1.saved_model.signature_def_utils
         with tf.compat.v1.Session(graph=graph) as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
@@ -118,6 +123,114 @@ def build_estimator_example_model(path: Path) -> Path:
     return path
 
 
+def build_half_plus_two(path: Path, a: float = 0.5, b: float = 2.0, c: float = 3.0) -> Path:
+    """A TF1 graph shaped like TF Serving's own test model `half_plus_two` (built here with
+    `tf.compat.v1`, not copied): a shapeless `tf_example` string placeholder parsed with
+    `parse_example` into `x` (and `x2`, default 0), `y = a*x + b`, `y2 = a*x + c`,
+    `y3 = a*x2 + c`. Signatures: `serving_default` (predict: x -> y, fed to the
+    non-placeholder tensor `x`), `classify_x_to_y` (scores = y), `regress_x_to_y`,
+    `regress_x_to_y2`, `regress_x2_to_y3` (tf.Example in). Variables `a`, `b`, `c`."""
+    tf = _tf()
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        serialized = v1.placeholder(tf.string, name="tf_example")
+        parsed = v1.io.parse_example(
+            serialized,
+            {
+                "x": v1.io.FixedLenFeature([1], tf.float32),
+                "x2": v1.io.FixedLenFeature([1], tf.float32, default_value=[0.0]),
+            },
+        )
+        x = tf.identity(parsed["x"], name="x")
+        x2 = tf.identity(parsed["x2"], name="x2")
+        va = v1.get_variable("a", initializer=tf.constant(a))
+        vb = v1.get_variable("b", initializer=tf.constant(b))
+        vc = v1.get_variable("c", initializer=tf.constant(c))
+        y = tf.add(tf.multiply(va, x), vb, name="y")
+        y2 = tf.add(tf.multiply(va, x), vc, name="y2")
+        y3 = tf.add(tf.multiply(va, x2), vc, name="y3")
+        info = v1.saved_model.utils.build_tensor_info
+        sdu = v1.saved_model.signature_def_utils
+        consts = v1.saved_model.signature_constants
+
+        def regression(out: Any) -> Any:
+            return sdu.build_signature_def(
+                {consts.REGRESS_INPUTS: info(serialized)},
+                {consts.REGRESS_OUTPUTS: info(out)},
+                consts.REGRESS_METHOD_NAME,
+            )
+
+        signatures = {
+            "serving_default": sdu.build_signature_def(
+                {"x": info(x)}, {"y": info(y)}, consts.PREDICT_METHOD_NAME
+            ),
+            "classify_x_to_y": sdu.build_signature_def(
+                {consts.CLASSIFY_INPUTS: info(serialized)},
+                {consts.CLASSIFY_OUTPUT_SCORES: info(y)},
+                consts.CLASSIFY_METHOD_NAME,
+            ),
+            "regress_x_to_y": regression(y),
+            "regress_x_to_y2": regression(y2),
+            "regress_x2_to_y3": regression(y3),
+        }
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.global_variables_initializer())
+            builder = v1.saved_model.Builder(str(path))
+            builder.add_meta_graph_and_variables(sess, ["serve"], signature_def_map=signatures)
+            builder.save()
+    return path
+
+
+def build_half_plus_two_tf2(path: Path, a: float = 0.5, b: float = 2.0, c: float = 3.0) -> Path:
+    """`build_half_plus_two` re-exported with TF2's `tf.saved_model.save`: the same
+    signatures as `tf.function`s (tf.Example-taking ones parse their input), which TF2
+    writes with the predict method name."""
+    tf = _tf()
+    spec = {
+        "x": tf.io.FixedLenFeature([1], tf.float32),
+        "x2": tf.io.FixedLenFeature([1], tf.float32, default_value=[0.0]),
+    }
+
+    class HalfPlusTwo(tf.Module):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = tf.Variable(a)
+            self.b = tf.Variable(b)
+            self.c = tf.Variable(c)
+
+        def _parse(self, examples: Any) -> Any:
+            return tf.io.parse_example(examples, spec)
+
+    module = HalfPlusTwo()
+    examples = tf.TensorSpec([None], tf.string, name="inputs")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])  # type: ignore[untyped-decorator]
+    def predict(x: Any) -> dict[str, Any]:
+        return {"y": module.a * x + module.b}
+
+    @tf.function(input_signature=[examples])  # type: ignore[untyped-decorator]
+    def classify(inputs: Any) -> dict[str, Any]:
+        return {"scores": module.a * module._parse(inputs)["x"] + module.b}
+
+    def regress(out: Callable[[Any], Any]) -> Any:
+        @tf.function(input_signature=[examples])  # type: ignore[untyped-decorator]
+        def fn(inputs: Any) -> dict[str, Any]:
+            return {"outputs": out(module._parse(inputs))}
+
+        return fn
+
+    signatures = {
+        "serving_default": predict,
+        "classify_x_to_y": classify,
+        "regress_x_to_y": regress(lambda f: module.a * f["x"] + module.b),
+        "regress_x_to_y2": regress(lambda f: module.a * f["x"] + module.c),
+        "regress_x2_to_y3": regress(lambda f: module.a * f["x2"] + module.c),
+    }
+    tf.saved_model.save(module, str(path), signatures=signatures)
+    return path
+
+
 def make_example(x: Iterable[float]) -> Any:
     """A tf.Example with float feature `x`."""
     from tensorflow.core.example import example_pb2
@@ -125,22 +238,6 @@ def make_example(x: Iterable[float]) -> Any:
     example = example_pb2.Example()
     example.features.feature["x"].float_list.value.extend(float(v) for v in x)
     return example
-
-
-def write_warmup(version_dir: Path, requests: Iterable[Any]) -> Path:
-    """Write PredictRequests as TF Serving's `assets.extra/tf_serving_warmup_requests`."""
-    from tensorflow_serving.apis import prediction_log_pb2
-
-    tf = _tf()
-    out = version_dir / "assets.extra" / "tf_serving_warmup_requests"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tf.io.TFRecordWriter(str(out)) as writer:
-        for request in requests:
-            log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request)
-            )
-            writer.write(log.SerializeToString())
-    return out
 
 
 def fraud_training_data(seed: int, rows: int = 2000, shift: float = 0.0) -> dict[str, np.ndarray]:

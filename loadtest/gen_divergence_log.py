@@ -76,12 +76,14 @@ _MESSAGES = {
     "UNAVAILABLE": "version 2 of model 'fraud' is not available (UNLOADING)",
 }
 _MISMATCH = (
-    '{"feature":"amount","kind":"out_of_range","value":%.2f,"count":1,"reference":"[1.0, 5000.0]"}'
+    '{"feature":"amount","kind":"out_of_range","action":"log","value":%.2f,"count":1,'
+    '"reference":"[1.0, 5000.0]"}'
 )
 
 
 _SHADOW_MISMATCH = (
-    '{"feature":"country","kind":"unseen_category","value":"BR","count":1,"reference":null}'
+    '{"feature":"country","kind":"unseen_category","action":"log","value":"BR","count":1,'
+    '"reference":"7 categories"}'
 )
 _BR = COUNTRIES.index("BR")
 

@@ -13,6 +13,53 @@ import yaml
 from gateway.app import Gateway
 from gateway.config import load_config
 
+POLL_INTERVAL = 0.01
+"""How often `wait_until` re-checks its condition (short: the wait is on state, not time)."""
+
+
+def wait_until(
+    predicate: Any,
+    timeout: float,
+    what: str,
+    seen: Any = None,
+    interval: float = POLL_INTERVAL,
+) -> Any:
+    """Poll `predicate()` until it returns something truthy, and return that; after
+    `timeout` seconds raise AssertionError naming `what` was awaited and (if given)
+    `seen()`, the state observed last. The one polling loop of the tests."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            last = f"; last seen: {seen()}" if seen is not None else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{last}")
+        time.sleep(interval)  # the poll interval of the shared wait: it waits on state
+
+
+async def wait_until_async(
+    predicate: Any,
+    timeout: float,
+    what: str,
+    seen: Any = None,
+    interval: float = POLL_INTERVAL,
+) -> Any:
+    """`wait_until` for a coroutine: polls `predicate()` on the event loop's own thread
+    (so it may read loop-owned state) and yields to the loop between checks."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if loop.time() >= deadline:
+            last = f"; last seen: {seen()}" if seen is not None else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{last}")
+        await asyncio.sleep(interval)  # the poll interval of the shared wait: it waits on state
+
 
 class GatewayThread:
     """A Gateway running in its own event loop thread; use as a context manager."""
@@ -138,18 +185,28 @@ class Traffic:
         return self
 
     def wait_for_requests(self, n: int, timeout: float = 60.0) -> None:
-        """Block until at least `n` more requests have completed."""
-        import time
-
-        target = len(self.versions) + len(self.errors) + n
-        deadline = time.monotonic() + timeout
-        while len(self.versions) + len(self.errors) < target and time.monotonic() < deadline:
-            time.sleep(0.01)
+        """Block until at least `n` more requests have completed; AssertionError if they
+        do not within `timeout`."""
+        done = len(self.versions) + len(self.errors)
+        target = done + n
+        wait_until(
+            lambda: len(self.versions) + len(self.errors) >= target,
+            timeout,
+            f"{n} more completed requests (from {done} to {target})",
+            seen=lambda: (
+                f"{len(self.versions) + len(self.errors) - done} more completed "
+                f"({len(self.versions)} answered, {len(self.errors)} errors, "
+                f"last errors {self.errors[-3:]})"
+            ),
+        )
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         for t in self._threads:
             t.join(30)
+        stuck = sum(t.is_alive() for t in self._threads)
+        if stuck and exc[0] is None:
+            raise AssertionError(f"{stuck} traffic thread(s) still running 30 s after stop")
 
 
 class GatewayProcess:
@@ -201,9 +258,8 @@ class GatewayProcess:
 
 
 def wait_serving(target: str, model: str, credentials: Any = None, timeout: float = 120.0) -> None:
-    """Block until the gRPC health service says `model` is SERVING at `target`."""
-    import time
-
+    """Block until the gRPC health service says `model` is SERVING at `target`;
+    AssertionError with the last answer (status or RPC error) otherwise."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     channel = (
@@ -212,17 +268,21 @@ def wait_serving(target: str, model: str, credentials: Any = None, timeout: floa
         else grpc.insecure_channel(target)
     )
     stub = health_pb2_grpc.HealthStub(channel)
-    deadline = time.monotonic() + timeout
+    last: list[str] = ["no answer yet"]
+
+    def serving() -> bool:
+        try:
+            status = stub.Check(health_pb2.HealthCheckRequest(service=model), timeout=5).status
+        except grpc.RpcError as exc:
+            last[0] = f"{exc.code().name}: {exc.details()}"
+            return False
+        last[0] = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+        return status == health_pb2.HealthCheckResponse.SERVING
+
     try:
-        while True:
-            try:
-                status = stub.Check(health_pb2.HealthCheckRequest(service=model), timeout=5).status
-                if status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            assert time.monotonic() < deadline, f"{model} not SERVING at {target}"
-            time.sleep(0.1)
+        wait_until(
+            serving, timeout, f"{model} SERVING at {target}", seen=lambda: last[0], interval=0.1
+        )
     finally:
         channel.close()
 
@@ -262,7 +322,7 @@ def slow_hook(version: int, seconds: float) -> Any:
 
     def wrap(run: Any) -> Any:
         def run_slowly(inputs: Any) -> Any:
-            time.sleep(seconds)
+            time.sleep(seconds)  # time is the behaviour: a slow version's model call
             return run(inputs)
 
         return run_slowly
@@ -287,20 +347,27 @@ def wait_compared(
 ) -> list[Any]:
     """Wait until every shadow lane of `model` (or just `lane`) has finished `n` mirrored
     requests (compared, failed, dropped or suppressed); returns the admin's lane summaries."""
-    import time
-
     from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
 
     admin = admin_pb2_grpc.AdminServiceStub(gw.channel)
-    deadline = time.monotonic() + timeout
-    while True:
+    seen: list[Any] = []
+
+    def finished() -> list[Any] | None:
         lanes = admin.GetDivergenceSummary(
             admin_pb2.GetDivergenceSummaryRequest(model=model), timeout=10
         ).lanes
+        seen[:] = lanes
         done = [x for x in lanes if (lane is None and x.offered) or x.lane == lane]
         if done and all(
             x.compared + x.errors + x.timeouts + x.dropped + x.suppressed >= n for x in done
         ):
             return list(lanes)
-        assert time.monotonic() < deadline, f"mirrored work not done: {lanes}"
-        time.sleep(0.05)
+        return None
+
+    return wait_until(
+        finished,
+        timeout,
+        f"{n} finished mirrored requests on {lane or 'every offered lane'} of {model}",
+        seen=lambda: seen,
+        interval=0.05,  # each check is an admin RPC
+    )

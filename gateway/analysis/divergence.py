@@ -36,11 +36,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any, Final, Literal, get_args
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
+
+from gateway.config import OutputRuleConfig
 
 OutputKind = Literal["regression", "probabilities", "logits", "classes", "schema"]
 """Kinds an output can be compared as (``schema`` is only ever a result)."""
@@ -54,19 +56,7 @@ TINY: Final = 1e-12
 PROB_SUM_TOL: Final = 1e-3
 """How far a row sum may be from 1 for a float output to be inferred as probabilities."""
 
-_CONFIG_KINDS: Final = frozenset(get_args(ConfigKind))
 _FloatArray = npt.NDArray[np.float64]
-
-
-def _as_float(value: Any, key: str, *, allow_none: bool = False) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{key}: expected a number, got {value!r}")
-    out = float(value)
-    if math.isnan(out) or out < 0:
-        raise ValueError(f"{key}: expected a number >= 0, got {value!r}")
-    return out
 
 
 @dataclass(frozen=True)
@@ -79,52 +69,34 @@ class OutputRule:
     Jensen-Shannon divergence, ``None`` = no limit), ``label_flip`` (whether a
     top-1 change counts as divergence) and ``top_k`` apply to probabilities
     and logits.
+
+    Built with :meth:`from_config` (the config validates every field and holds the
+    defaults; :data:`DEFAULT_RULE` is the rule of an alias the config does not name).
     """
 
-    kind: ConfigKind = "auto"
-    atol: float = 1e-6
-    rtol: float = 1e-5
-    max_abs: float = 0.05
-    max_js: float | None = None
-    label_flip: bool = True
-    top_k: int = 3
-
-    def __post_init__(self) -> None:
-        if self.kind not in _CONFIG_KINDS:
-            raise ValueError(f"kind: expected one of {sorted(_CONFIG_KINDS)}, got {self.kind!r}")
-        _as_float(self.atol, "atol")
-        _as_float(self.rtol, "rtol")
-        _as_float(self.max_abs, "max_abs")
-        _as_float(self.max_js, "max_js", allow_none=True)
-        if not isinstance(self.label_flip, bool):
-            raise ValueError(f"label_flip: expected true or false, got {self.label_flip!r}")
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
-            raise ValueError(f"top_k: expected an integer >= 1, got {self.top_k!r}")
+    kind: ConfigKind
+    atol: float
+    rtol: float
+    max_abs: float
+    max_js: float | None
+    label_flip: bool
+    top_k: int
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> OutputRule:
-        """Build a rule from its config form, e.g. ``{kind: regression, atol: 1e-3}``.
-
-        Raises ValueError naming the offending key for unknown keys, a bad
-        kind, non-numeric or negative tolerances, a non-boolean ``label_flip``
-        or a ``top_k`` that is not a positive integer.
-        """
-        if not isinstance(data, Mapping):
-            raise ValueError(f"expected a mapping of rule keys, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        for key in data:
-            if key not in known:
-                raise ValueError(f"{key}: unknown key (expected one of {sorted(known)})")
-        kwargs: dict[str, Any] = dict(data)
-        for key in ("atol", "rtol", "max_abs"):
-            if key in kwargs:
-                kwargs[key] = _as_float(kwargs[key], key)
-        if "max_js" in kwargs:
-            kwargs["max_js"] = _as_float(kwargs["max_js"], "max_js", allow_none=True)
-        return cls(**kwargs)
+    def from_config(cls, cfg: OutputRuleConfig) -> OutputRule:
+        """One ``divergence.<output>`` block."""
+        return cls(
+            kind=cfg.kind,
+            atol=cfg.atol,
+            rtol=cfg.rtol,
+            max_abs=cfg.max_abs,
+            max_js=cfg.max_js,
+            label_flip=cfg.label_flip,
+            top_k=cfg.top_k,
+        )
 
 
-DEFAULT_RULE: Final = OutputRule()
+DEFAULT_RULE: Final = OutputRule.from_config(OutputRuleConfig())
 
 
 @dataclass(frozen=True)
@@ -421,7 +393,8 @@ def compare(
     """Compare every output alias of a primary and a shadow answer to one request.
 
     Aliases are visited in the primary's order, then shadow-only aliases.
-    An alias without a rule in `config` uses ``OutputRule()`` (kind ``auto``).
+    An alias without a rule in `config` uses `DEFAULT_RULE` (the config's defaults, kind
+    ``auto``).
     An alias present on one side only is a ``schema`` divergence.
     """
     rules = config or {}

@@ -24,16 +24,24 @@ from __future__ import annotations
 import enum
 import types
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
 import numpy as np
 
 from gateway.analysis.statistics import FeatureStatistics, FeatureStats
+from gateway.config import (
+    DEFAULT_CHECK_ACTIONS,
+    CheckAction,
+    CheckName,
+    FeatureCheckOverrideConfig,
+    FeatureChecksConfig,
+)
 from gateway.preprocessing.values import ValueKind, as_bytes
 
 __all__ = [
     "DEFAULT_ACTIONS",
+    "DEFAULT_CHECK_CONFIG",
     "Action",
     "CheckConfig",
     "CheckKind",
@@ -69,63 +77,56 @@ class Action(enum.StrEnum):
 _SEVERITY = {Action.IGNORE: 0, Action.LOG: 1, Action.REJECT: 2}
 
 DEFAULT_ACTIONS: Mapping[CheckKind, Action] = types.MappingProxyType(
-    {
-        CheckKind.MISSING_FEATURE: Action.REJECT,
-        CheckKind.UNEXPECTED_FEATURE: Action.LOG,
-        CheckKind.DTYPE_MISMATCH: Action.REJECT,
-        CheckKind.SHAPE_MISMATCH: Action.REJECT,
-        CheckKind.NAN_OR_INF: Action.LOG,
-        CheckKind.OUT_OF_RANGE: Action.LOG,
-        CheckKind.Z_SCORE: Action.LOG,
-        CheckKind.UNSEEN_CATEGORY: Action.LOG,
-    }
+    {CheckKind(k): Action(v) for k, v in DEFAULT_CHECK_ACTIONS.items()}
 )
+"""The config's `DEFAULT_CHECK_ACTIONS` as enums."""
 
 
-def _actions(raw: Mapping[Any, Any]) -> dict[CheckKind, Action]:
-    try:
-        return {CheckKind(k): Action(v) for k, v in raw.items()}
-    except ValueError as e:
-        raise ValueError(
-            f"bad check action {e}; kinds: {[k.value for k in CheckKind]}, "
-            f"actions: {[a.value for a in Action]}"
-        ) from None
+def _actions(raw: Mapping[CheckName, CheckAction]) -> dict[CheckKind, Action]:
+    return {CheckKind(k): Action(v) for k, v in raw.items()}
 
 
 @dataclass(frozen=True)
 class FeatureCheckOverride:
-    """Per-feature overrides of a :class:`CheckConfig` (unset fields inherit the model's)."""
+    """Per-feature overrides of a :class:`CheckConfig` (``None`` and kinds not in
+    ``actions`` inherit the model's)."""
 
-    actions: Mapping[CheckKind, Action] = field(default_factory=dict)
-    margin: float | None = None
-    z_threshold: float | None = None
+    actions: Mapping[CheckKind, Action]
+    margin: float | None
+    z_threshold: float | None
+
+    @classmethod
+    def from_config(cls, cfg: FeatureCheckOverrideConfig) -> FeatureCheckOverride:
+        """One ``feature_checks.per_feature.<feature>`` block."""
+        return cls(actions=_actions(cfg.actions), margin=cfg.margin, z_threshold=cfg.z_threshold)
 
 
 @dataclass(frozen=True)
 class CheckConfig:
     """Per-model check configuration.
 
-    ``actions`` override :data:`DEFAULT_ACTIONS` per kind; ``margin`` widens the
-    training range by that fraction of (max - min) on each side; values of
-    ``sensitive_features`` are never copied into a :class:`Mismatch`.
+    ``actions`` gives every kind's action (the config completes it with
+    :data:`DEFAULT_ACTIONS`); ``margin`` widens the training range by that fraction of
+    (max - min) on each side; values of ``sensitive_features`` are never copied into
+    a :class:`Mismatch`. Built with :meth:`from_config`; the config holds the defaults.
     """
 
-    actions: Mapping[CheckKind, Action] = field(default_factory=dict)
-    margin: float = 0.0
-    z_threshold: float = 6.0
-    sensitive_features: frozenset[str] = frozenset()
-    per_feature: Mapping[str, FeatureCheckOverride] = field(default_factory=dict)
+    actions: Mapping[CheckKind, Action]
+    margin: float
+    z_threshold: float
+    sensitive_features: frozenset[str]
+    per_feature: Mapping[str, FeatureCheckOverride]
 
-    def __post_init__(self) -> None:
-        # Accept plain strings for kinds/actions; validate them once here.
-        object.__setattr__(self, "actions", _actions(self.actions))
-        object.__setattr__(self, "sensitive_features", frozenset(self.sensitive_features))
-        object.__setattr__(
-            self,
-            "per_feature",
-            {
-                name: FeatureCheckOverride(_actions(o.actions), o.margin, o.z_threshold)
-                for name, o in self.per_feature.items()
+    @classmethod
+    def from_config(cls, cfg: FeatureChecksConfig) -> CheckConfig:
+        """The ``feature_checks`` block (``enabled`` is the caller's: no checker when off)."""
+        return cls(
+            actions=_actions(cfg.actions),
+            margin=cfg.margin,
+            z_threshold=cfg.z_threshold,
+            sensitive_features=frozenset(cfg.sensitive_features),
+            per_feature={
+                name: FeatureCheckOverride.from_config(o) for name, o in cfg.per_feature.items()
             },
         )
 
@@ -146,34 +147,9 @@ class CheckConfig:
         o = self.per_feature.get(feature)
         return self.z_threshold if o is None or o.z_threshold is None else o.z_threshold
 
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> CheckConfig:
-        """Parse a plain mapping (e.g. from YAML) with the same field names; strings for enums.
 
-        Example: ``{"actions": {"out_of_range": "reject"}, "margin": 0.1,
-        "sensitive_features": ["ssn"], "per_feature": {"age": {"z_threshold": 4}}}``.
-        """
-        known = {"actions", "margin", "z_threshold", "sensitive_features", "per_feature"}
-        extra = set(raw) - known
-        if extra:
-            raise ValueError(f"unknown check config key(s) {sorted(extra)}")
-        per_feature = {}
-        for name, o in dict(raw.get("per_feature", {})).items():
-            bad = set(o) - {"actions", "margin", "z_threshold"}
-            if bad:
-                raise ValueError(f"feature {name!r}: unknown check config key(s) {sorted(bad)}")
-            per_feature[str(name)] = FeatureCheckOverride(
-                actions=_actions(o.get("actions", {})),
-                margin=None if o.get("margin") is None else float(o["margin"]),
-                z_threshold=None if o.get("z_threshold") is None else float(o["z_threshold"]),
-            )
-        return cls(
-            actions=_actions(raw.get("actions", {})),
-            margin=float(raw.get("margin", 0.0)),
-            z_threshold=float(raw.get("z_threshold", 6.0)),
-            sensitive_features=frozenset(raw.get("sensitive_features", ())),
-            per_feature=per_feature,
-        )
+DEFAULT_CHECK_CONFIG: Final = CheckConfig.from_config(FeatureChecksConfig())
+"""The checks of a model whose config has no ``feature_checks`` block."""
 
 
 Value = float | int | str
@@ -533,8 +509,9 @@ class FeatureChecker:
     """Checks raw request features against training statistics; build once per model version."""
 
     def __init__(self, stats: FeatureStatistics, config: CheckConfig | None = None) -> None:
-        """Precompute per-feature bounds, vocabularies and actions."""
-        self.config = config or CheckConfig()
+        """Precompute per-feature bounds, vocabularies and actions (``config`` defaults to
+        the config's defaults, ``FeatureChecksConfig()``)."""
+        self.config = config or DEFAULT_CHECK_CONFIG
         self._plans = {name: _Plan(st, self.config) for name, st in stats.features.items()}
         self._names = frozenset(self._plans)
         self._missing: dict[str, tuple[Action, str]] = {}

@@ -36,17 +36,20 @@ import math
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from gateway.analysis.statistics import FeatureStatistics, FeatureStats
+from gateway.config import SkewConfig, SkewThresholdsConfig
 from gateway.preprocessing.values import as_bytes
 
 __all__ = [
+    "DEFAULT_SKEW_RULES",
     "FeatureSkew",
-    "SkewConfig",
+    "SkewRules",
     "SkewThresholds",
     "SkewWindow",
     "categorical_linf",
@@ -123,29 +126,53 @@ def psi(expected: ArrayLike, actual: ArrayLike, epsilon: float = DEFAULT_PSI_EPS
 class SkewThresholds:
     """Per-metric thresholds: crossed when the value is strictly greater; None = not checked."""
 
-    js: float | None = None
-    linf: float | None = None
-    psi: float | None = None
+    js: float | None
+    linf: float | None
+    psi: float | None
+
+    @classmethod
+    def from_config(cls, cfg: SkewThresholdsConfig) -> SkewThresholds:
+        """One ``skew.numeric`` / ``skew.categorical`` / ``skew.per_feature.<f>`` block."""
+        return cls(js=cfg.js, linf=cfg.linf, psi=cfg.psi)
 
 
 @dataclass(frozen=True)
-class SkewConfig:
-    """Skew thresholds (defaults per feature type, overridable per feature) and evaluation knobs.
+class SkewRules:
+    """When a feature's window counts as drifted: thresholds per feature type, overridable
+    per feature (an override replaces the type's), built from the model's
+    :class:`~gateway.config.SkewConfig` with :meth:`from_config` (which holds the defaults).
 
     A feature is only flagged once its window holds at least ``min_values`` values.
     """
 
-    numeric: SkewThresholds = SkewThresholds(js=0.1)
-    categorical: SkewThresholds = SkewThresholds(linf=0.1)
-    per_feature: Mapping[str, SkewThresholds] = field(default_factory=dict)
-    min_values: int = 100
+    numeric: SkewThresholds
+    categorical: SkewThresholds
+    per_feature: Mapping[str, SkewThresholds]
+    min_values: int
     psi_epsilon: float = DEFAULT_PSI_EPSILON
+    """Not configurable: the share an empty bucket counts as in PSI."""
+
+    @classmethod
+    def from_config(cls, cfg: SkewConfig) -> SkewRules:
+        """The thresholds and ``min_values`` of a ``skew`` block (the window sizes are
+        :class:`SkewWindow`'s, ``enabled`` and ``check_interval_seconds`` the caller's)."""
+        return cls(
+            numeric=SkewThresholds.from_config(cfg.numeric),
+            categorical=SkewThresholds.from_config(cfg.categorical),
+            per_feature={k: SkewThresholds.from_config(v) for k, v in cfg.per_feature.items()},
+            min_values=cfg.min_values,
+        )
 
     def thresholds_for(self, feature: str, *, categorical: bool) -> SkewThresholds:
         """Effective thresholds of a feature."""
         if feature in self.per_feature:
             return self.per_feature[feature]
         return self.categorical if categorical else self.numeric
+
+
+_DEFAULT_SKEW: Final = SkewConfig()
+DEFAULT_SKEW_RULES: Final = SkewRules.from_config(_DEFAULT_SKEW)
+"""The rules of a model whose config has no ``skew`` block."""
 
 
 @dataclass(frozen=True)
@@ -306,15 +333,18 @@ class SkewWindow:
     ``max_age_seconds`` (slices of ``max_age_seconds / num_slices``, so up to one
     slice more).  Adding a batch costs O(values + buckets) numpy work per feature.
     ``clock`` (seconds, monotonic) is injectable for tests.  Thread-safe.
+    :meth:`from_config` builds the window of a model's ``skew`` block; the defaults
+    of ``config`` (the :class:`SkewRules`), ``max_values`` and ``max_age_seconds``
+    are the config's (``SkewConfig()``).
     """
 
     def __init__(
         self,
         stats: FeatureStatistics,
-        config: SkewConfig | None = None,
+        config: SkewRules | None = None,
         *,
-        max_values: int | None = 10_000,
-        max_age_seconds: float | None = None,
+        max_values: int | None = _DEFAULT_SKEW.window_values,
+        max_age_seconds: float | None = _DEFAULT_SKEW.window_seconds,
         num_slices: int = 10,
         features: Collection[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -324,7 +354,7 @@ class SkewWindow:
             raise ValueError("SkewWindow needs max_values and/or max_age_seconds")
         if num_slices < 1:
             raise ValueError("num_slices must be >= 1")
-        self.config = config or SkewConfig()
+        self.config = config or DEFAULT_SKEW_RULES
         self._clock = clock
         self._max_values = max_values
         self._slice_values = None if max_values is None else max(1, -(-max_values // num_slices))
@@ -343,6 +373,24 @@ class SkewWindow:
             ring = _Ring(b.num_buckets, num_slices)
             ring.slice_id[ring.head] = now_id
             self._rings[n] = ring
+
+    @classmethod
+    def from_config(
+        cls,
+        stats: FeatureStatistics,
+        cfg: SkewConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> SkewWindow:
+        """The window of a model's ``skew`` block: its rules and window sizes
+        (``enabled`` and ``check_interval_seconds`` are the caller's)."""
+        return cls(
+            stats,
+            SkewRules.from_config(cfg),
+            max_values=cfg.window_values,
+            max_age_seconds=cfg.window_seconds,
+            clock=clock,
+        )
 
     def _slice_id(self, now: float) -> int:
         return 0 if self._slice_seconds is None else int(now // self._slice_seconds)

@@ -6,7 +6,7 @@ max, quantiles, an equal-width histogram (for Jensen-Shannon divergence) and a
 quantile histogram (for PSI); categorical features (strings, or ints declared
 categorical) get value frequencies capped at ``max_values`` distinct values.
 Statistics are over all elements of a feature (all rows, all positions of a
-[batch, k] feature).
+[batch, k] feature).  The wire format lives in :mod:`gateway.bundle.statistics_codec`.
 """
 
 from __future__ import annotations
@@ -16,16 +16,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from google.protobuf import text_format
 
-from gateway._proto.gateway.v1 import statistics_pb2 as pb
-from gateway.preprocessing.values import (
-    ValueKind,
-    as_bytes,
-    kind_from_proto,
-    kind_to_proto,
-    value_kind,
-)
+from gateway.preprocessing.values import ValueKind, as_bytes, value_kind
 
 __all__ = [
     "DEFAULT_PERCENTILES",
@@ -72,15 +64,6 @@ class Histogram:
         counts = np.bincount(hist.bucket_indices(values), minlength=hist.num_buckets)
         return cls(hist.edges, tuple(int(c) for c in counts))
 
-    def to_proto(self) -> pb.Histogram:
-        """Serialize as ``gateway.v1.Histogram``."""
-        return pb.Histogram(edges=self.edges, counts=self.counts)
-
-    @classmethod
-    def from_proto(cls, msg: pb.Histogram) -> Histogram:
-        """Deserialize ``gateway.v1.Histogram``."""
-        return cls(tuple(msg.edges), tuple(int(c) for c in msg.counts))
-
 
 @dataclass(frozen=True)
 class NumericStats:
@@ -97,37 +80,6 @@ class NumericStats:
     """(percentile in [0, 100], value) pairs."""
     histogram: Histogram
     quantile_histogram: Histogram
-
-    def to_proto(self) -> pb.NumericStats:
-        """Serialize as ``gateway.v1.NumericStats``."""
-        return pb.NumericStats(
-            count=self.count,
-            missing=self.missing,
-            infinite=self.infinite,
-            mean=self.mean,
-            std=self.std,
-            min=self.min,
-            max=self.max,
-            quantiles=[pb.Quantile(percentile=p, value=v) for p, v in self.quantiles],
-            histogram=self.histogram.to_proto(),
-            quantile_histogram=self.quantile_histogram.to_proto(),
-        )
-
-    @classmethod
-    def from_proto(cls, msg: pb.NumericStats) -> NumericStats:
-        """Deserialize ``gateway.v1.NumericStats``."""
-        return cls(
-            count=int(msg.count),
-            missing=int(msg.missing),
-            infinite=int(msg.infinite),
-            mean=msg.mean,
-            std=msg.std,
-            min=msg.min,
-            max=msg.max,
-            quantiles=tuple((q.percentile, q.value) for q in msg.quantiles),
-            histogram=Histogram.from_proto(msg.histogram),
-            quantile_histogram=Histogram.from_proto(msg.quantile_histogram),
-        )
 
 
 @dataclass(frozen=True)
@@ -150,35 +102,6 @@ class CategoricalStats:
         """Whether every distinct training value is listed."""
         return self.other_count == 0 and len(self.values) == self.unique
 
-    def to_proto(self) -> pb.CategoricalStats:
-        """Serialize as ``gateway.v1.CategoricalStats``."""
-        msg = pb.CategoricalStats(
-            count=self.count, missing=self.missing, unique=self.unique, other_count=self.other_count
-        )
-        for v, c in zip(self.values, self.counts, strict=True):
-            if isinstance(v, str):
-                msg.top_values.add(text=v, count=c)
-            else:
-                msg.top_values.add(integer=v, count=c)
-        return msg
-
-    @classmethod
-    def from_proto(cls, msg: pb.CategoricalStats) -> CategoricalStats:
-        """Deserialize ``gateway.v1.CategoricalStats``."""
-        values: tuple[str, ...] | tuple[int, ...]
-        if msg.top_values and msg.top_values[0].WhichOneof("value") == "integer":
-            values = tuple(int(v.integer) for v in msg.top_values)
-        else:
-            values = tuple(v.text for v in msg.top_values)
-        return cls(
-            count=int(msg.count),
-            missing=int(msg.missing),
-            unique=int(msg.unique),
-            values=values,
-            counts=tuple(int(v.count) for v in msg.top_values),
-            other_count=int(msg.other_count),
-        )
-
 
 @dataclass(frozen=True)
 class FeatureStats:
@@ -194,35 +117,6 @@ class FeatureStats:
     def __post_init__(self) -> None:
         if (self.numeric is None) == (self.categorical is None):
             raise ValueError(f"feature {self.feature!r}: exactly one of numeric/categorical")
-
-    def to_proto(self) -> pb.FeatureStats:
-        """Serialize as ``gateway.v1.FeatureStats``."""
-        msg = pb.FeatureStats(
-            feature=self.feature,
-            kind=kind_to_proto(self.kind),  # type: ignore[arg-type]
-            dtype=self.dtype,
-            shape=self.shape,
-        )
-        if self.numeric is not None:
-            msg.numeric.CopyFrom(self.numeric.to_proto())
-        if self.categorical is not None:
-            msg.categorical.CopyFrom(self.categorical.to_proto())
-        return msg
-
-    @classmethod
-    def from_proto(cls, msg: pb.FeatureStats) -> FeatureStats:
-        """Deserialize ``gateway.v1.FeatureStats``."""
-        which = msg.WhichOneof("stats")
-        return cls(
-            feature=msg.feature,
-            kind=kind_from_proto(msg.kind),
-            dtype=msg.dtype,
-            shape=tuple(int(d) for d in msg.shape),
-            numeric=NumericStats.from_proto(msg.numeric) if which == "numeric" else None,
-            categorical=(
-                CategoricalStats.from_proto(msg.categorical) if which == "categorical" else None
-            ),
-        )
 
 
 @dataclass(frozen=True)
@@ -246,28 +140,6 @@ class FeatureStatistics:
         )
 
     __hash__ = None  # type: ignore[assignment]
-
-    def to_proto(self) -> pb.FeatureStatistics:
-        """Serialize as ``gateway.v1.FeatureStatistics`` (features sorted by name)."""
-        return pb.FeatureStatistics(
-            num_examples=self.num_examples,
-            features=[f.to_proto() for f in self.features.values()],
-        )
-
-    @classmethod
-    def from_proto(cls, msg: pb.FeatureStatistics) -> FeatureStatistics:
-        """Deserialize ``gateway.v1.FeatureStatistics``."""
-        feats = [FeatureStats.from_proto(f) for f in msg.features]
-        return cls(int(msg.num_examples), {f.feature: f for f in feats})
-
-    def to_text(self) -> str:
-        """Human-readable protobuf text format."""
-        return str(text_format.MessageToString(self.to_proto()))
-
-    @classmethod
-    def from_text(cls, text: str) -> FeatureStatistics:
-        """Parse the protobuf text format written by :meth:`to_text`."""
-        return cls.from_proto(text_format.Parse(text, pb.FeatureStatistics()))
 
 
 def _numeric_stats(

@@ -32,18 +32,20 @@ from gateway.bundle.format import (
     tensors_from_proto,
     verify_manifest,
 )
-from gateway.errors import InvalidInput, VersionLoadError
+from gateway.bundle.preprocessing_codec import preprocessing_from_proto
+from gateway.bundle.statistics_codec import statistics_from_proto
+from gateway.core.errors import InvalidInput, VersionLoadError
+from gateway.core.servable import Arrays, LoadedVersion, Signature, TensorSpec
 from gateway.preprocessing.pipeline import Preprocessing
-from gateway.preprocessing.values import PreprocessingError
-from gateway.serving.servable import Arrays, LoadedVersion, Signature, TensorSpec
+from gateway.preprocessing.values import PreprocessingError, ValueKind
 
 log = structlog.get_logger("gateway.bundle")
 
 # Representative TF dtypes for raw value kinds (validation accepts any width).
 _RAW_DTYPE = {
-    preprocessing_pb2.VALUE_KIND_FLOAT: 1,  # DT_FLOAT
-    preprocessing_pb2.VALUE_KIND_INT: 9,  # DT_INT64
-    preprocessing_pb2.VALUE_KIND_STRING: 7,  # DT_STRING
+    ValueKind.FLOAT: 1,  # DT_FLOAT
+    ValueKind.INT: 9,  # DT_INT64
+    ValueKind.STRING: 7,  # DT_STRING
 }
 
 
@@ -129,11 +131,11 @@ def read_bundle(path: Path) -> Bundle | None:
     manifest = _decode(path, MANIFEST, bundle_pb2.BundleManifest, "manifest", lambda m: m)
     pre = _decode(
         path, PREPROCESSING, preprocessing_pb2.Preprocessing, "preprocessing",
-        Preprocessing.from_proto,
+        preprocessing_from_proto,
     )  # fmt: skip
     stats = _decode(
         path, STATISTICS, statistics_pb2.FeatureStatistics, "statistics",
-        FeatureStatistics.from_proto,
+        statistics_from_proto,
     )  # fmt: skip
     golden = _decode(path, GOLDEN, bundle_pb2.GoldenRecords, "golden records", _golden)
     transform = _load_transform(path / TRANSFORM) if (path / TRANSFORM).exists() else None
@@ -235,9 +237,8 @@ def _conformer(alias: str, spec: TensorSpec) -> Callable[[np.ndarray], np.ndarra
 def _raw_inputs(pre: Preprocessing) -> dict[str, TensorSpec]:
     specs = {}
     for name, raw in pre.raw_signature().items():
-        msg = raw.to_proto()
-        dims = tuple(None if d < 0 else int(d) for d in msg.shape)
-        specs[name] = TensorSpec(_RAW_DTYPE[msg.kind], (None, *dims), kind_only=True)
+        dims = tuple(None if d < 0 else int(d) for d in raw.shape)
+        specs[name] = TensorSpec(_RAW_DTYPE[raw.kind], (None, *dims), kind_only=True)
     return specs
 
 

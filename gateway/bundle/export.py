@@ -24,6 +24,8 @@ from gateway.bundle.format import (
     build_manifest,
     tensors_to_proto,
 )
+from gateway.bundle.preprocessing_codec import preprocessing_to_proto
+from gateway.bundle.statistics_codec import statistics_to_proto
 from gateway.preprocessing.keras_import import from_keras_layer
 from gateway.preprocessing.pipeline import FeaturePreprocessing, Preprocessing, RawFeatureSpec
 from gateway.preprocessing.transforms import Transform, TransformSpec, fit_chain
@@ -199,6 +201,9 @@ def export_version(
     warmup file (PredictionLog TFRecords, e.g. a `gateway` capture) to ship as
     `assets.extra/tf_serving_warmup_requests` instead of the `warmup_rows`
     generated ones; it is covered by the manifest like every other file.
+    `golden_rows=0` ships statistics without golden records (no self test, no
+    generated warmup): for models whose signatures parse serialized tf.Example
+    themselves (Estimator exports), whose raw features the checks still see.
     The directory appears atomically (written aside, then renamed).
     """
     if train_features is None:
@@ -242,40 +247,46 @@ def export_version(
                 )
             rows = n.pop()
             pre, keras_layers = _preprocessing(preprocessing or {}, train)
-            (staging / PREPROCESSING).write_bytes(pre.to_proto().SerializeToString())
+            (staging / PREPROCESSING).write_bytes(preprocessing_to_proto(pre).SerializeToString())
             stats = compute_statistics(train, categorical=set(categorical))
-            (staging / STATISTICS).write_bytes(stats.to_proto().SerializeToString())
-            idx = np.sort(np.random.default_rng(seed).permutation(rows)[: min(golden_rows, rows)])
-            raw = {k: v[idx] for k, v in train.items()}
-            transformed = _training_transformed(pre, keras_layers, raw)
-            if graph_transform is not None:
-                from gateway.bundle.attach import _load_transform
+            (staging / STATISTICS).write_bytes(statistics_to_proto(stats).SerializeToString())
+            if golden_rows > 0:
+                idx = np.sort(
+                    np.random.default_rng(seed).permutation(rows)[: min(golden_rows, rows)]
+                )
+                raw = {k: v[idx] for k, v in train.items()}
+                transformed = _training_transformed(pre, keras_layers, raw)
+                if graph_transform is not None:
+                    from gateway.bundle.attach import _load_transform
 
-                transformed = {**transformed, **_load_transform(staging / TRANSFORM)(transformed)}
-            if training_outputs is not None:
-                source = "training"
-                if isinstance(training_outputs, Mapping):
-                    outputs = {k: np.asarray(v)[idx] for k, v in training_outputs.items()}
+                    transformed = {
+                        **transformed,
+                        **_load_transform(staging / TRANSFORM)(transformed),
+                    }
+                if training_outputs is not None:
+                    source = "training"
+                    if isinstance(training_outputs, Mapping):
+                        outputs = {k: np.asarray(v)[idx] for k, v in training_outputs.items()}
+                    else:
+                        computed = _call_model(staging, signature_name, transformed)
+                        if len(computed) != 1:
+                            raise ValueError(
+                                f"training_outputs: the signature has outputs {sorted(computed)}; "
+                                "pass a dict keyed by output name"
+                            )
+                        outputs = {next(iter(computed)): np.asarray(training_outputs)[idx]}
                 else:
-                    computed = _call_model(staging, signature_name, transformed)
-                    if len(computed) != 1:
-                        raise ValueError(
-                            f"training_outputs: the signature has outputs {sorted(computed)}; "
-                            "pass a dict keyed by output name"
-                        )
-                    outputs = {next(iter(computed)): np.asarray(training_outputs)[idx]}
-            else:
-                outputs = _call_model(staging, signature_name, transformed)
-            from gateway._proto.gateway.v1 import bundle_pb2
+                    outputs = _call_model(staging, signature_name, transformed)
+                from gateway._proto.gateway.v1 import bundle_pb2
 
-            golden = bundle_pb2.GoldenRecords(
-                rows=len(idx), signature_name=signature_name, atol=atol, rtol=rtol
-            )
-            golden.raw.CopyFrom(tensors_to_proto(raw))
-            golden.transformed.CopyFrom(tensors_to_proto(transformed))
-            golden.outputs.CopyFrom(tensors_to_proto(outputs))
-            (staging / GOLDEN).write_bytes(golden.SerializeToString())
-            if warmup_rows > 0 and not (staging / WARMUP).exists():
+                golden = bundle_pb2.GoldenRecords(
+                    rows=len(idx), signature_name=signature_name, atol=atol, rtol=rtol
+                )
+                golden.raw.CopyFrom(tensors_to_proto(raw))
+                golden.transformed.CopyFrom(tensors_to_proto(transformed))
+                golden.outputs.CopyFrom(tensors_to_proto(outputs))
+                (staging / GOLDEN).write_bytes(golden.SerializeToString())
+            if golden_rows > 0 and warmup_rows > 0 and not (staging / WARMUP).exists():
                 _write_warmup(
                     staging,
                     {k: v[: min(warmup_rows, len(v))] for k, v in raw.items()},
@@ -296,7 +307,7 @@ def _write_warmup(version_dir: Path, raw: Mapping[str, np.ndarray], signature: s
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
 
-    from gateway.samples import write_warmup
+    from gateway.bundle.warmup import write_warmup
 
     requests = []
     for i in range(len(next(iter(raw.values())))):

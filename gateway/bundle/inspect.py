@@ -12,9 +12,9 @@ from gateway.bundle.format import GOLDEN, MANIFEST, PREPROCESSING, STATISTICS, T
 
 
 def _signatures(version_dir: Path) -> list[str]:
-    from gateway.errors import VersionLoadError
+    from gateway.core.dtypes import dtype_name
+    from gateway.core.errors import VersionLoadError
     from gateway.lifecycle.loader import read_signature_defs
-    from gateway.transport.tensors import dtype_name
 
     try:
         defs = read_signature_defs(version_dir)
@@ -33,9 +33,9 @@ def _signatures(version_dir: Path) -> list[str]:
 
 
 def _stats_lines(msg: Any) -> list[str]:
-    from gateway.analysis.statistics import FeatureStatistics
+    from gateway.bundle.statistics_codec import statistics_from_proto
 
-    stats = FeatureStatistics.from_proto(msg)
+    stats = statistics_from_proto(msg)
     lines = []
     for name, st in sorted(stats.features.items()):
         head = f"  {name}: {st.kind} {st.dtype} shape={list(st.shape)}"

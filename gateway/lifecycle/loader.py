@@ -15,19 +15,21 @@ from typing import Any
 import numpy as np
 import structlog
 
-from gateway.errors import (
+from gateway.core.errors import (
     GatewayError,
     InternalError,
     InvalidInput,
     ResourceExhausted,
     VersionLoadError,
 )
-from gateway.serving.servable import (
+from gateway.core.inference import InferenceRequest
+from gateway.core.servable import (
     CLASSIFY,
     PREDICT,
     REGRESS,
     Arrays,
     LoadedVersion,
+    RunFn,
     Signature,
     TensorSpec,
 )
@@ -55,6 +57,11 @@ def _import_tf() -> Any:
 
 def read_signature_defs(path: Path) -> Any:
     """Parse saved_model.pb and return the 'serve' MetaGraph's signature_def map (a proto map)."""
+    return _serve_meta_graph(path).signature_def
+
+
+def _serve_meta_graph(path: Path) -> Any:
+    """The 'serve' MetaGraphDef of saved_model.pb; VersionLoadError naming what is wrong."""
     from tensorflow.core.protobuf import saved_model_pb2
 
     pb = path / "saved_model.pb"
@@ -70,7 +77,7 @@ def read_signature_defs(path: Path) -> Any:
         ) from exc
     for meta in model.meta_graphs:
         if "serve" in meta.meta_info_def.tags:
-            return meta.signature_def
+            return meta
     if not model.meta_graphs:
         raise VersionLoadError("saved_model.pb: no MetaGraph (file is empty or truncated)")
     raise VersionLoadError("saved_model.pb: no MetaGraph tagged 'serve'")
@@ -107,30 +114,11 @@ def _spec(info: Any) -> TensorSpec:
     )
 
 
-def _make_run(
-    tf: Any, fn: Any, output_keys: Sequence[str]
-) -> Callable[[Mapping[str, np.ndarray]], Arrays]:
-    invalid = (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError)
-    exhausted = tf.errors.ResourceExhaustedError
-
+def _make_run(tf: Any, fn: Any, output_keys: Sequence[str]) -> RunFn:
+    @_guard(tf)
     def run(inputs: Mapping[str, np.ndarray]) -> Arrays:
-        try:
-            result = fn(**{k: tf.constant(v) for k, v in inputs.items()})
-            return {k: result[k].numpy() for k in output_keys}
-        except invalid as exc:
-            raise InvalidInput(f"model rejected input: {_first_line(exc.message)}") from exc
-        except UnicodeDecodeError as exc:
-            # TensorFlow fails to decode its own error message when it quotes the
-            # client's bytes (e.g. a garbage serialized tf.Example): still bad input.
-            raise InvalidInput(
-                "model rejected input: TensorFlow error quoting undecodable input bytes"
-            ) from exc
-        except exhausted as exc:
-            raise ResourceExhausted(
-                f"model ran out of resources: {_first_line(exc.message)}"
-            ) from exc
-        except tf.errors.OpError as exc:
-            raise InternalError(f"model call failed: {_first_line(exc.message)}") from exc
+        result = fn(**{k: tf.constant(v) for k, v in inputs.items()})
+        return {k: result[k].numpy() for k in output_keys}
 
     return run
 
@@ -140,30 +128,40 @@ def _first_line(text: str) -> str:
     return stripped.splitlines()[0][:500] if stripped else "(no message)"
 
 
+SESSION = "tf1_session"
+"""`LoadedVersion.extensions["runtime"]` of a TF1 graph served with session semantics."""
+FUNCTION = "tf2_function"
+"""`LoadedVersion.extensions["runtime"]` of a SavedModel served through its TF2 functions."""
+
+
 def load_saved_model(model: str, version: int, path: Path) -> LoadedVersion:
-    """Verify and load `path` (a TF Serving version directory) into a `LoadedVersion`."""
+    """Verify and load `path` (a TF Serving version directory) into a `LoadedVersion`.
+
+    A TF1 SavedModel (a graph without a TF2 object graph: Estimator exports, graphs
+    built with `tf.compat.v1`) is loaded into a `Session` and run with `session.run` on
+    the signature's tensor names, as TF Serving does: what the client sent is fed as it
+    is and TensorFlow enforces shapes. Anything else runs through its TF2 functions.
+    Either way every signature has the same `Signature.run` contract.
+    """
     verify_files(path)
-    signature_defs = read_signature_defs(path)
+    meta = _serve_meta_graph(path)
+    signature_defs = meta.signature_def
     tf = _import_tf()
-    try:
-        obj = tf.saved_model.load(str(path), tags=["serve"])
-    except Exception as exc:
-        raise VersionLoadError(_tf_load_reason(exc)) from exc
-    functions = dict(getattr(obj, "signatures", {}) or {})
+    session = not meta.object_graph_def.nodes
+    if session:
+        runs, resource = _load_session(tf, path, signature_defs)
+    else:
+        runs, resource = _load_functions(tf, path, signature_defs)
     signatures: dict[str, Signature] = {}
-    for name, sdef in signature_defs.items():
-        if name.startswith("__"):
-            continue
-        fn = functions.get(name)
-        if fn is None:
-            raise VersionLoadError(f"signature '{name}': declared in saved_model.pb but not loaded")
-        outputs = {k: _spec(v) for k, v in sdef.outputs.items()}
+    for name, run in runs.items():
+        sdef = signature_defs[name]
         signatures[name] = Signature(
             name=name,
             method=sdef.method_name or PREDICT,
             inputs={k: _spec(v) for k, v in sdef.inputs.items()},
-            outputs=outputs,
-            run=_make_run(tf, fn, sorted(outputs)),
+            outputs={k: _spec(v) for k, v in sdef.outputs.items()},
+            run=run,
+            strict_shapes=not session,
         )
     if not signatures:
         raise VersionLoadError("saved_model.pb: no serving signatures")
@@ -173,8 +171,96 @@ def load_saved_model(model: str, version: int, path: Path) -> LoadedVersion:
         path=path,
         signatures=signatures,
         signature_defs=signature_defs,
-        resource=obj,
+        extensions={"runtime": SESSION if session else FUNCTION},
+        resource=resource,
     )
+
+
+def _serving_names(signature_defs: Any) -> list[str]:
+    return [name for name in signature_defs if not name.startswith("__")]
+
+
+def _load_functions(tf: Any, path: Path, signature_defs: Any) -> tuple[dict[str, RunFn], Any]:
+    try:
+        obj = tf.saved_model.load(str(path), tags=["serve"])
+    except Exception as exc:
+        raise VersionLoadError(_tf_load_reason(exc)) from exc
+    functions = dict(getattr(obj, "signatures", {}) or {})
+    runs: dict[str, RunFn] = {}
+    for name in _serving_names(signature_defs):
+        fn = functions.get(name)
+        if fn is None:
+            raise VersionLoadError(f"signature '{name}': declared in saved_model.pb but not loaded")
+        runs[name] = _make_run(tf, fn, sorted(signature_defs[name].outputs))
+    return runs, obj
+
+
+def _load_session(tf: Any, path: Path, signature_defs: Any) -> tuple[dict[str, RunFn], Any]:
+    graph = tf.Graph()
+    session = tf.compat.v1.Session(graph=graph)
+    try:
+        with graph.as_default():
+            tf.compat.v1.saved_model.loader.load(session, ["serve"], str(path))
+    except Exception as exc:
+        session.close()
+        raise VersionLoadError(_tf_load_reason(exc)) from exc
+    runs: dict[str, RunFn] = {}
+    for name in _serving_names(signature_defs):
+        sdef = signature_defs[name]
+        try:
+            feeds = {alias: graph.get_tensor_by_name(t.name) for alias, t in sdef.inputs.items()}
+            fetches = {alias: graph.get_tensor_by_name(t.name) for alias, t in sdef.outputs.items()}
+        except (KeyError, ValueError) as exc:
+            session.close()
+            raise VersionLoadError(f"signature '{name}': {exc}") from exc
+        runs[name] = _session_run(tf, session, feeds, fetches)
+    return runs, session
+
+
+def _session_run(
+    tf: Any, session: Any, feeds: Mapping[str, Any], fetches: Mapping[str, Any]
+) -> RunFn:
+    keys = sorted(fetches)
+    fetch_list = [fetches[k] for k in keys]
+    guarded = _guard(tf)
+
+    @guarded
+    def run(inputs: Mapping[str, np.ndarray]) -> Arrays:
+        values = session.run(fetch_list, feed_dict={feeds[k]: v for k, v in inputs.items()})
+        return dict(zip(keys, values, strict=True))
+
+    return run
+
+
+def _guard(tf: Any) -> Callable[[RunFn], RunFn]:
+    """TensorFlow's errors as ours: the model refusing the input is the client's mistake
+    (INVALID_ARGUMENT with TensorFlow's text), running out of memory RESOURCE_EXHAUSTED,
+    anything else INTERNAL."""
+    invalid = (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError)
+    exhausted = tf.errors.ResourceExhaustedError
+
+    def wrap(fn: RunFn) -> RunFn:
+        def run(inputs: Mapping[str, np.ndarray]) -> Arrays:
+            try:
+                return fn(inputs)
+            except invalid as exc:
+                raise InvalidInput(f"model rejected input: {_first_line(exc.message)}") from exc
+            except UnicodeDecodeError as exc:
+                # TensorFlow fails to decode its own error message when it quotes the
+                # client's bytes (e.g. a garbage serialized tf.Example): still bad input.
+                raise InvalidInput(
+                    "model rejected input: TensorFlow error quoting undecodable input bytes"
+                ) from exc
+            except exhausted as exc:
+                raise ResourceExhausted(
+                    f"model ran out of resources: {_first_line(exc.message)}"
+                ) from exc
+            except tf.errors.OpError as exc:
+                raise InternalError(f"model call failed: {_first_line(exc.message)}") from exc
+
+        return run
+
+    return wrap
 
 
 def _tf_load_reason(exc: BaseException) -> str:
@@ -189,16 +275,16 @@ def _tf_load_reason(exc: BaseException) -> str:
     return f"TensorFlow could not load the SavedModel: {text[:300]}"
 
 
-def warmup(loaded: LoadedVersion) -> int:
+WarmupDecoder = Callable[[bytes], InferenceRequest]
+"""Decodes one record of the warmup file (a TF Serving PredictionLog) into a request; the
+transport that owns the wire format provides it. Raises on a record it cannot decode."""
+
+
+def warmup(loaded: LoadedVersion, decode: WarmupDecoder) -> int:
     """Replay `assets.extra/tf_serving_warmup_requests` (PredictionLog TFRecords); return count."""
     file = loaded.path / WARMUP_FILE
     if not file.is_file():
         return 0
-    from tensorflow_serving.apis import prediction_log_pb2
-
-    from gateway.transport.examples import serialized_examples
-    from gateway.transport.tensors import to_numpy
-
     tf = _import_tf()
     count = 0
     try:
@@ -208,25 +294,23 @@ def warmup(loaded: LoadedVersion) -> int:
     except Exception as exc:
         raise VersionLoadError(f"{WARMUP_FILE}: unreadable TFRecord file ({exc})") from exc
     for i, raw in enumerate(records):
-        log = prediction_log_pb2.PredictionLog()
         try:
-            log.ParseFromString(raw)
-            kind = log.WhichOneof("log_type")
-            if kind == "predict_log":
-                req = log.predict_log.request
-                sig = loaded.signature(req.model_spec.signature_name)
-                inputs = {a: to_numpy(a, t) for a, t in req.inputs.items()}
-                sig.validate(inputs)
-                sig.run(inputs)
-            elif kind in ("classify_log", "regress_log"):
-                req = getattr(log, kind).request
-                sig = loaded.signature(req.model_spec.signature_name)
-                want = CLASSIFY if kind == "classify_log" else REGRESS
+            request = decode(raw)
+            sig = loaded.signature(request.signature)
+            if request.examples is None:
+                sig.validate(request.inputs)
+                sig.run(request.inputs)
+            else:
+                want = request.method.signature_method
                 if sig.method != want:
                     raise VersionLoadError(f"signature '{sig.name}' is not a {want} signature")
-                sig.run({"inputs": serialized_examples(req.input)})
-            else:
-                raise VersionLoadError(f"unsupported log type {kind!r}")
+                if len(sig.inputs) != 1:
+                    raise VersionLoadError(
+                        f"signature '{sig.name}' must have exactly one input of serialized "
+                        "tf.Example"
+                    )
+                (alias,) = sig.inputs
+                sig.run({alias: request.examples.serialized})
         except VersionLoadError as exc:
             raise VersionLoadError(f"{WARMUP_FILE}: record {i} failed: {exc}") from exc
         except GatewayError as exc:
@@ -282,6 +366,7 @@ def load_version(
     hooks: Sequence[LoadHook] = (),
     do_warmup: bool = True,
     pre_checks: Sequence[PreCheck] = (),
+    decode_warmup: WarmupDecoder | None = None,
 ) -> tuple[LoadedVersion, int]:
     """The whole load pipeline: pre-checks, verify, load, hooks, warm up.
 
@@ -291,7 +376,7 @@ def load_version(
     loaded = load_saved_model(model, version, path)
     for hook in hooks:
         loaded = hook(loaded)
-    warmed = warmup(loaded) if do_warmup else 0
+    warmed = warmup(loaded, decode_warmup) if do_warmup and decode_warmup is not None else 0
     if do_warmup:
         prime(loaded)
     return loaded, warmed

@@ -15,89 +15,45 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Generic, TypeVar
 
 import structlog
 
 from gateway.config import GatewayConfig, LifecycleConfig, ModelConfig
-from gateway.errors import NotFound, VersionLoadError
-from gateway.lifecycle.loader import LoadHook, PreCheck, load_version
+from gateway.core.errors import NotFound, VersionLoadError
+from gateway.core.model_view import ModelView, Servable
+from gateway.core.servable import LoadedVersion
+from gateway.core.states import VersionState, VersionStatus
+from gateway.lifecycle.loader import LoadHook, PreCheck, WarmupDecoder, load_version
 from gateway.lifecycle.monitor import StateMonitor
 from gateway.lifecycle.policy import Load, Unload, plan
 from gateway.lifecycle.repository import Fingerprint, fingerprint, scan
-from gateway.lifecycle.states import VersionState, VersionStatus
-from gateway.serving.runner import VersionRunner
-from gateway.serving.servable import LoadedVersion
 
 log = structlog.get_logger("gateway.lifecycle")
 
-RunnerFactory = Callable[[ModelConfig, LoadedVersion], VersionRunner]
+R = TypeVar("R", bound=Servable)
 
-
-@dataclass(frozen=True)
-class ModelView:
-    """Immutable snapshot of one model's servable versions and labels."""
-
-    name: str
-    versions: Mapping[int, VersionRunner]
-    labels: Mapping[str, int]
-    primary: int | str | None = None
-    """Version or label answering requests that name neither (None = newest available)."""
-
-    def primary_version(self) -> int | None:
-        """The version number the primary currently refers to (None = newest available)."""
-        if isinstance(self.primary, str):
-            return self.labels.get(self.primary)
-        return self.primary
-
-    def resolve(self, version: int | None = None, label: str | None = None) -> VersionRunner:
-        """Pick the runner for an explicit version, a label, or the newest available."""
-        if version is not None:
-            runner = self.versions.get(version)
-            if runner is None:
-                raise NotFound(
-                    f"model '{self.name}' version {version} is not available; available "
-                    f"versions: {sorted(self.versions) or 'none'}"
-                )
-            return runner
-        if label:
-            target = self.labels.get(label)
-            if target is None:
-                raise NotFound(
-                    f"model '{self.name}' has no version label '{label}'; labels: "
-                    f"{', '.join(f'{k}={v}' for k, v in sorted(self.labels.items())) or 'none'}"
-                )
-            runner = self.versions.get(target)
-            if runner is None:
-                raise NotFound(
-                    f"model '{self.name}' label '{label}' points to version {target}, which is "
-                    f"not available; available versions: {sorted(self.versions) or 'none'}"
-                )
-            return runner
-        if self.primary is not None:
-            if isinstance(self.primary, str):
-                return self.resolve(None, self.primary)
-            return self.resolve(self.primary)
-        if not self.versions:
-            raise NotFound(f"model '{self.name}' has no available version")
-        return self.versions[max(self.versions)]
+RunnerFactory = Callable[[ModelConfig, LoadedVersion], R]
+"""Builds the serving layer's runner of a loaded version (batchers, checks)."""
 
 
 @dataclass
-class _Record:
+class _Record(Generic[R]):
     path: Path
     state: VersionState = VersionState.START
-    runner: VersionRunner | None = None
+    runner: R | None = None
     error: str = ""
     failures: int = 0
     fingerprint: Fingerprint | None = None
     retry_at: float = 0.0
     warmup_records: int = 0
+    runtime: str = ""
 
 
 @dataclass
-class _Model:
+class _Model(Generic[R]):
     config: ModelConfig
-    records: dict[int, _Record] = field(default_factory=dict)
+    records: dict[int, _Record[R]] = field(default_factory=dict)
     aspired: set[int] = field(default_factory=set)
     loading: int | None = None
     missing_warned: bool = False
@@ -106,18 +62,19 @@ class _Model:
     pinned: frozenset[int] = frozenset()
 
 
-class VersionManager:
+class VersionManager(Generic[R]):
     """Owns every model's versions; see the module docstring for the threading contract."""
 
     def __init__(
         self,
         config: GatewayConfig,
-        make_runner: RunnerFactory,
+        make_runner: RunnerFactory[R],
         monitor: StateMonitor | None = None,
         hooks: Sequence[LoadHook] = (),
         pre_checks: Sequence[PreCheck] = (),
         on_change: Callable[[], None] | None = None,
         on_load_failure: Callable[[str, int, str], None] | None = None,
+        decode_warmup: WarmupDecoder | None = None,
     ) -> None:
         self._lifecycle: LifecycleConfig = config.lifecycle
         self._make_runner = make_runner
@@ -126,7 +83,8 @@ class VersionManager:
         self._pre_checks = list(pre_checks)
         self._on_change = on_change
         self._on_load_failure = on_load_failure
-        self._models: dict[str, _Model] = {m.name: _Model(m) for m in config.models}
+        self._decode_warmup = decode_warmup
+        self._models: dict[str, _Model[R]] = {m.name: _Model(m) for m in config.models}
         self._pool = ThreadPoolExecutor(
             max_workers=config.lifecycle.load_threads, thread_name_prefix="load"
         )
@@ -135,12 +93,12 @@ class VersionManager:
         self._kick = asyncio.Event()
         self.polls = 0
         self._polled = asyncio.Condition()
-        self.table: Mapping[str, ModelView] = MappingProxyType({})
+        self.table: Mapping[str, ModelView[R]] = MappingProxyType({})
         self._publish()
 
     # -- public API ------------------------------------------------------------------
 
-    def view(self, name: str) -> ModelView:
+    def view(self, name: str) -> ModelView[R]:
         """The current snapshot of model `name`; NotFound naming the served models."""
         view = self.table.get(name)
         if view is None:
@@ -200,9 +158,14 @@ class VersionManager:
         self._poller = asyncio.get_running_loop().create_task(self._poll_loop())
 
     async def wait_loaded(self, timeout: float = 120.0) -> None:
-        """Wait until no model has a load in progress or pending."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """Wait until no model has a load in progress or pending, including loads that a
+        requested poll (`kick`, e.g. after `pin`) has yet to start."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if self._kick.is_set() and self._poller is not None:
+                await asyncio.wait_for(self.wait_polls(1), max(deadline - loop.time(), 0.01))
+                continue
             busy = [m for m in self._models.values() if m.loading is not None]
             pending = [
                 m
@@ -324,13 +287,13 @@ class VersionManager:
             elif isinstance(action, Unload):
                 await self._unload(name, model, action.version)
 
-    def _start_load(self, name: str, model: _Model, version: int) -> None:
+    def _start_load(self, name: str, model: _Model[R], version: int) -> None:
         model.loading = version
         task = asyncio.get_running_loop().create_task(self._load(name, model, version))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _load(self, name: str, model: _Model, version: int) -> None:
+    async def _load(self, name: str, model: _Model[R], version: int) -> None:
         rec = model.records[version]
         rec.state = VersionState.LOADING
         rec.error = ""
@@ -349,6 +312,7 @@ class VersionManager:
                     self._hooks,
                     self._lifecycle.warmup,
                     self._pre_checks,
+                    self._decode_warmup,
                 ),
             )
             runner = self._make_runner(model.config, loaded)
@@ -383,6 +347,7 @@ class VersionManager:
         rec.runner = runner
         rec.state = VersionState.AVAILABLE
         rec.warmup_records = warmed
+        rec.runtime = str(loaded.extensions.get("runtime", ""))
         rec.failures = 0
         model.loading = None
         self._publish()
@@ -396,7 +361,7 @@ class VersionManager:
         self._report(name, version, rec)
         await self._reconcile(name)
 
-    async def _unload(self, name: str, model: _Model, version: int) -> None:
+    async def _unload(self, name: str, model: _Model[R], version: int) -> None:
         rec = model.records.get(version)
         if rec is None or rec.runner is None:
             return
@@ -410,9 +375,17 @@ class VersionManager:
         self._report(name, version, rec)
         log.info("version_unloaded", model=name, version=version)
 
-    def _report(self, name: str, version: int, rec: _Record) -> None:
+    def _report(self, name: str, version: int, rec: _Record[R]) -> None:
         self.monitor.publish(
-            VersionStatus(name, version, rec.state, rec.error, rec.failures, rec.warmup_records)
+            VersionStatus(
+                name,
+                version,
+                rec.state,
+                rec.error,
+                rec.failures,
+                rec.warmup_records,
+                rec.runtime,
+            )
         )
 
     def _publish(self) -> None:

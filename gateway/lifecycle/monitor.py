@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from gateway.lifecycle.states import VersionState, VersionStatus
+from gateway.core.states import VersionState, VersionStatus
 
 Listener = Callable[[VersionStatus], None]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Set
 from dataclasses import dataclass
 
-from gateway.lifecycle.states import VersionState
+from gateway.core.states import VersionState
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 A :class:`Preprocessing` is built by the exporter (fitted from training data with
 :meth:`Preprocessing.fit`, or imported from Keras layers with
 :func:`gateway.preprocessing.keras_import.preprocessing_from_keras`), serialized as
-the ``gateway.v1.Preprocessing`` proto, and applied by serving to each
-concatenated batch with :meth:`Preprocessing.apply`.
+the ``gateway.v1.Preprocessing`` message by :mod:`gateway.bundle.preprocessing_codec`,
+and applied by serving to each concatenated batch with :meth:`Preprocessing.apply`.
 """
 
 from __future__ import annotations
@@ -14,22 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from google.protobuf import text_format
 
-from gateway._proto.gateway.v1 import preprocessing_pb2 as pb
-from gateway.preprocessing.transforms import (
-    Transform,
-    TransformSpec,
-    fit_chain,
-    transform_from_proto,
-)
-from gateway.preprocessing.values import (
-    PreprocessingError,
-    ValueKind,
-    kind_from_proto,
-    kind_to_proto,
-    value_kind,
-)
+from gateway.preprocessing.transforms import Transform, TransformSpec, fit_chain
+from gateway.preprocessing.values import PreprocessingError, ValueKind, value_kind
 
 __all__ = ["FeaturePreprocessing", "Preprocessing", "PreprocessingError", "RawFeatureSpec"]
 
@@ -46,15 +33,6 @@ class RawFeatureSpec:
         """Spec of a [batch, ...] example array (kind from dtype, shape without the batch dim)."""
         arr = np.asarray(values)
         return cls(value_kind(arr), tuple(int(d) for d in arr.shape[1:]))
-
-    def to_proto(self) -> pb.RawFeatureSpec:
-        """Serialize as ``gateway.v1.RawFeatureSpec``."""
-        return pb.RawFeatureSpec(kind=kind_to_proto(self.kind), shape=self.shape)  # type: ignore[arg-type]
-
-    @classmethod
-    def from_proto(cls, msg: pb.RawFeatureSpec) -> RawFeatureSpec:
-        """Deserialize ``gateway.v1.RawFeatureSpec``."""
-        return cls(kind_from_proto(msg.kind), tuple(int(d) for d in msg.shape))
 
 
 @dataclass(frozen=True)
@@ -131,37 +109,6 @@ class Preprocessing:
     def raw_signature(self) -> dict[str, RawFeatureSpec]:
         """What a client must send per feature: kind (float/int/string), shape after the batch."""
         return {name: fp.raw for name, fp in self._features.items()}
-
-    def to_proto(self) -> pb.Preprocessing:
-        """Serialize as ``gateway.v1.Preprocessing`` (features sorted by name)."""
-        msg = pb.Preprocessing()
-        for name, fp in self._features.items():
-            entry = msg.features.add(feature=name)
-            entry.raw.CopyFrom(fp.raw.to_proto())
-            entry.transforms.extend(t.to_proto() for t in fp.transforms)
-        return msg
-
-    @classmethod
-    def from_proto(cls, msg: pb.Preprocessing) -> Preprocessing:
-        """Deserialize ``gateway.v1.Preprocessing``; duplicate feature names are an error."""
-        features: dict[str, FeaturePreprocessing] = {}
-        for entry in msg.features:
-            if entry.feature in features:
-                raise ValueError(f"duplicate feature {entry.feature!r} in Preprocessing")
-            features[entry.feature] = FeaturePreprocessing(
-                RawFeatureSpec.from_proto(entry.raw),
-                tuple(transform_from_proto(t) for t in entry.transforms),
-            )
-        return cls(features)
-
-    def to_text(self) -> str:
-        """Human-readable protobuf text format."""
-        return str(text_format.MessageToString(self.to_proto()))
-
-    @classmethod
-    def from_text(cls, text: str) -> Preprocessing:
-        """Parse the protobuf text format written by :meth:`to_text`."""
-        return cls.from_proto(text_format.Parse(text, pb.Preprocessing()))
 
     def __eq__(self, other: object) -> bool:
         """Equal when every feature's raw spec and transform chain are equal."""

@@ -1,9 +1,10 @@
 """Serializable, vectorized feature transforms (pure numpy; TF only for FarmHash).
 
 Every transform is a frozen dataclass with ``apply(values) -> values`` that works
-on the whole batch at once (first dimension = batch), ``to_proto()`` /
-``from_proto()`` for the ``gateway.v1.Transform`` message, and (for the named
-transforms) a ``fit(train_values, **params)`` classmethod.
+on the whole batch at once (first dimension = batch) and (for the named
+transforms) a ``fit(train_values, **params)`` classmethod.  The wire format
+(the ``gateway.v1.Transform`` message) lives in
+:mod:`gateway.bundle.preprocessing_codec`.
 
 Conventions shared with Keras preprocessing layers:
 
@@ -19,14 +20,14 @@ import abc
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Self, TypeAlias
+from typing import Any, ClassVar, Literal, TypeAlias
 
 import numpy as np
 
-from gateway._proto.gateway.v1 import preprocessing_pb2 as pb
 from gateway.preprocessing.values import PreprocessingError, ValueKind, as_bytes, value_kind
 
 __all__ = [
+    "ENCODING_MODES",
     "Bucketize",
     "CategoryEncoding",
     "Clip",
@@ -38,15 +39,16 @@ __all__ = [
     "Transform",
     "TransformSpec",
     "Vocabulary",
+    "check_salt",
     "fit_chain",
     "fit_named",
     "fit_spec",
-    "transform_from_proto",
     "transform_names",
 ]
 
 _F32 = np.float32
 EncodingMode: TypeAlias = Literal["one_hot", "multi_hot", "count"]
+ENCODING_MODES: tuple[EncodingMode, ...] = ("one_hot", "multi_hot", "count")
 OovHash: TypeAlias = Literal["farmhash", "floormod"]
 Token: TypeAlias = str | int
 
@@ -95,29 +97,6 @@ class Transform(abc.ABC):
     @abc.abstractmethod
     def apply(self, values: np.ndarray) -> np.ndarray:
         """Transform the whole batch (first dimension = batch) without per-row Python loops."""
-
-    @abc.abstractmethod
-    def _message(self) -> Any:
-        """The transform-specific proto message."""
-
-    @classmethod
-    @abc.abstractmethod
-    def _from_message(cls, msg: Any) -> Self:
-        """Build from the transform-specific proto message."""
-
-    def to_proto(self) -> pb.Transform:
-        """Serialize as a ``gateway.v1.Transform`` with the ``kind`` oneof set."""
-        out = pb.Transform()
-        getattr(out, self.kind).CopyFrom(self._message())
-        return out
-
-    @classmethod
-    def from_proto(cls, msg: pb.Transform) -> Self:
-        """Deserialize a ``gateway.v1.Transform`` whose ``kind`` oneof is this class's kind."""
-        which = msg.WhichOneof("kind")
-        if which != cls.kind:
-            raise ValueError(f"expected a {cls.kind!r} transform, got {which!r}")
-        return cls._from_message(getattr(msg, cls.kind))
 
 
 # --------------------------------------------------------------------------- numeric
@@ -188,13 +167,6 @@ class Standardize(Transform):
             out = np.divide(np.subtract(x, self._mean), self._std)
         return out
 
-    def _message(self) -> pb.Standardize:
-        return pb.Standardize(mean=self.mean, std=self.std, shape=self.shape, invert=self.invert)
-
-    @classmethod
-    def _from_message(cls, msg: pb.Standardize) -> Standardize:
-        return cls(tuple(msg.mean), tuple(msg.std), tuple(msg.shape), msg.invert)
-
 
 @dataclass(frozen=True)
 class MinMax(Transform):
@@ -219,13 +191,6 @@ class MinMax(Transform):
         if self.clip_output:
             out = np.clip(out, _F32(0), _F32(1))
         return out
-
-    def _message(self) -> pb.MinMax:
-        return pb.MinMax(min=self.min, max=self.max, clip_output=self.clip_output)
-
-    @classmethod
-    def _from_message(cls, msg: pb.MinMax) -> MinMax:
-        return cls(msg.min, msg.max, msg.clip_output)
 
 
 @dataclass(frozen=True)
@@ -261,21 +226,6 @@ class Clip(Transform):
         )
         return out
 
-    def _message(self) -> pb.Clip:
-        msg = pb.Clip()
-        if self.lo is not None:
-            msg.lo = self.lo
-        if self.hi is not None:
-            msg.hi = self.hi
-        return msg
-
-    @classmethod
-    def _from_message(cls, msg: pb.Clip) -> Clip:
-        return cls(
-            msg.lo if msg.HasField("lo") else None,
-            msg.hi if msg.HasField("hi") else None,
-        )
-
 
 @dataclass(frozen=True)
 class Log1p(Transform):
@@ -294,14 +244,6 @@ class Log1p(Transform):
         with np.errstate(divide="ignore", invalid="ignore"):
             out: np.ndarray = np.log1p(_as_float32(values))
         return out
-
-    def _message(self) -> pb.Log1p:
-        return pb.Log1p()
-
-    @classmethod
-    def _from_message(cls, msg: pb.Log1p) -> Log1p:
-        del msg
-        return cls()
 
 
 @dataclass(frozen=True)
@@ -352,18 +294,12 @@ class Bucketize(Transform):
         x = _as_float32(values)
         return np.searchsorted(self._bounds, x, side="right").astype(np.int64, copy=False)
 
-    def _message(self) -> pb.Bucketize:
-        return pb.Bucketize(boundaries=self.boundaries)
-
-    @classmethod
-    def _from_message(cls, msg: pb.Bucketize) -> Bucketize:
-        return cls(tuple(msg.boundaries))
-
 
 # --------------------------------------------------------------------------- categorical
 
 
-def _check_salt(salt: Sequence[int] | None) -> tuple[int, int] | None:
+def check_salt(salt: Sequence[int] | None) -> tuple[int, int] | None:
+    """Normalize a hash salt: None or empty -> None, two integers -> a pair; else ValueError."""
     if salt is None or len(salt) == 0:
         return None
     if len(salt) != 2:
@@ -409,7 +345,7 @@ class Vocabulary(Transform):
             _set(self, "oov_hash", "farmhash" if is_str else "floormod")
         elif self.oov_hash == "floormod" and is_str:
             raise ValueError("vocabulary: oov_hash='floormod' needs an int vocabulary")
-        _set(self, "salt", _check_salt(self.salt))
+        _set(self, "salt", check_salt(self.salt))
         if self.salt is not None and self.oov_hash != "farmhash":
             raise ValueError("vocabulary: salt requires oov_hash='farmhash'")
         keys: np.ndarray
@@ -533,48 +469,6 @@ class Vocabulary(Transform):
             out[is_mask] = -1 if self.drop_mask else 0
         return out.reshape(values.shape)
 
-    def _message(self) -> pb.Vocabulary:
-        msg = pb.Vocabulary(num_oov_buckets=self.num_oov_buckets, drop_mask=self.drop_mask)
-        if isinstance(self.tokens[0], str):
-            msg.strings.values.extend(str(t) for t in self.tokens)
-            if self.mask_token is not None:
-                msg.string_mask = str(self.mask_token)
-        else:
-            msg.ints.values.extend(int(t) for t in self.tokens)
-            if self.mask_token is not None:
-                msg.int_mask = int(self.mask_token)
-        msg.oov_hash = (
-            pb.Vocabulary.FARMHASH if self.oov_hash == "farmhash" else pb.Vocabulary.FLOORMOD
-        )
-        if self.salt is not None:
-            msg.salt.extend(self.salt)
-        return msg
-
-    @classmethod
-    def _from_message(cls, msg: pb.Vocabulary) -> Vocabulary:
-        tokens: tuple[str, ...] | tuple[int, ...]
-        which = msg.WhichOneof("tokens")
-        if which == "strings":
-            tokens = tuple(msg.strings.values)
-        elif which == "ints":
-            tokens = tuple(int(v) for v in msg.ints.values)
-        else:
-            raise ValueError("vocabulary: no tokens")
-        mask_field = msg.WhichOneof("mask_token")
-        mask: str | int | None = None if mask_field is None else getattr(msg, mask_field)
-        oov_hash: OovHash | None = {
-            pb.Vocabulary.FARMHASH: "farmhash",
-            pb.Vocabulary.FLOORMOD: "floormod",
-        }.get(msg.oov_hash)  # type: ignore[assignment]
-        return cls(
-            tokens,
-            msg.num_oov_buckets,
-            mask,
-            msg.drop_mask,
-            oov_hash,
-            _check_salt(list(msg.salt)),
-        )
-
 
 @dataclass(frozen=True)
 class FillMissing(Transform):
@@ -635,21 +529,6 @@ class FillMissing(Transform):
             return out
         raise PreprocessingError(f"fill_missing: unsupported dtype {values.dtype}")
 
-    def _message(self) -> pb.FillMissing:
-        if isinstance(self.value, str):
-            return pb.FillMissing(text=self.value)
-        if isinstance(self.value, int) and not isinstance(self.value, bool):
-            return pb.FillMissing(integer=self.value)
-        return pb.FillMissing(number=float(self.value))
-
-    @classmethod
-    def _from_message(cls, msg: pb.FillMissing) -> FillMissing:
-        which = msg.WhichOneof("value")
-        if which is None:
-            raise ValueError("fill_missing: no value")
-        value: float | int | str = getattr(msg, which)
-        return cls(value)
-
 
 @dataclass(frozen=True)
 class Hashing(Transform):
@@ -668,7 +547,7 @@ class Hashing(Transform):
     def __post_init__(self) -> None:
         if self.num_bins <= 0:
             raise ValueError("hashing: num_bins must be > 0")
-        _set(self, "salt", _check_salt(self.salt))
+        _set(self, "salt", check_salt(self.salt))
 
     @classmethod
     def fit(
@@ -710,34 +589,6 @@ class Hashing(Transform):
             out[mask] = 0
         return out.reshape(values.shape)
 
-    def _message(self) -> pb.Hashing:
-        msg = pb.Hashing(num_bins=self.num_bins)
-        if isinstance(self.mask_value, str):
-            msg.string_mask = self.mask_value
-        elif self.mask_value is not None:
-            msg.int_mask = int(self.mask_value)
-        if self.salt is not None:
-            msg.salt.extend(self.salt)
-        return msg
-
-    @classmethod
-    def _from_message(cls, msg: pb.Hashing) -> Hashing:
-        which = msg.WhichOneof("mask_value")
-        mask: str | int | None = None if which is None else getattr(msg, which)
-        return cls(msg.num_bins, mask, _check_salt(list(msg.salt)))
-
-
-_MODE_TO_PROTO = {
-    "one_hot": pb.CategoryEncoding.ONE_HOT,
-    "multi_hot": pb.CategoryEncoding.MULTI_HOT,
-    "count": pb.CategoryEncoding.COUNT,
-}
-_MODE_FROM_PROTO: dict[int, EncodingMode] = {
-    pb.CategoryEncoding.ONE_HOT: "one_hot",
-    pb.CategoryEncoding.MULTI_HOT: "multi_hot",
-    pb.CategoryEncoding.COUNT: "count",
-}
-
 
 @dataclass(frozen=True)
 class CategoryEncoding(Transform):
@@ -754,7 +605,7 @@ class CategoryEncoding(Transform):
     num_tokens: int
 
     def __post_init__(self) -> None:
-        if self.mode not in _MODE_TO_PROTO:
+        if self.mode not in ENCODING_MODES:
             raise ValueError(f"category_encoding: unknown mode {self.mode!r}")
         if self.num_tokens < 1:
             raise ValueError("category_encoding: num_tokens must be >= 1")
@@ -800,34 +651,8 @@ class CategoryEncoding(Transform):
             return (counts > 0).astype(_F32)
         return counts.astype(_F32)
 
-    def _message(self) -> pb.CategoryEncoding:
-        return pb.CategoryEncoding(mode=_MODE_TO_PROTO[self.mode], num_tokens=self.num_tokens)
-
-    @classmethod
-    def _from_message(cls, msg: pb.CategoryEncoding) -> CategoryEncoding:
-        try:
-            mode = _MODE_FROM_PROTO[msg.mode]
-        except KeyError:
-            raise ValueError("category_encoding: unspecified mode") from None
-        return cls(mode, int(msg.num_tokens))
-
 
 # --------------------------------------------------------------------------- registry
-
-_CLASSES: dict[str, type[Transform]] = {
-    c.kind: c
-    for c in (
-        Standardize,
-        MinMax,
-        Clip,
-        Log1p,
-        Bucketize,
-        Vocabulary,
-        FillMissing,
-        Hashing,
-        CategoryEncoding,
-    )
-}
 
 _FITTERS: dict[str, Callable[..., Transform]] = {
     "standardize": Standardize.fit,
@@ -892,11 +717,3 @@ def fit_chain(
         out.append(t)
         x = t.apply(x)
     return tuple(out)
-
-
-def transform_from_proto(msg: pb.Transform) -> Transform:
-    """Deserialize any ``gateway.v1.Transform`` to the matching class."""
-    which = msg.WhichOneof("kind")
-    if which is None:
-        raise ValueError("transform with no kind set")
-    return _CLASSES[which].from_proto(msg)

@@ -12,15 +12,11 @@ import enum
 
 import numpy as np
 
-from gateway._proto.gateway.v1 import preprocessing_pb2
-
 __all__ = [
     "PreprocessingError",
     "ValueKind",
     "as_bytes",
     "as_text",
-    "kind_from_proto",
-    "kind_to_proto",
     "value_kind",
 ]
 
@@ -35,27 +31,6 @@ class ValueKind(enum.StrEnum):
     FLOAT = "float"
     INT = "int"
     STRING = "string"
-
-
-_KIND_TO_PROTO: dict[ValueKind, int] = {
-    ValueKind.FLOAT: preprocessing_pb2.VALUE_KIND_FLOAT,
-    ValueKind.INT: preprocessing_pb2.VALUE_KIND_INT,
-    ValueKind.STRING: preprocessing_pb2.VALUE_KIND_STRING,
-}
-_KIND_FROM_PROTO: dict[int, ValueKind] = {v: k for k, v in _KIND_TO_PROTO.items()}
-
-
-def kind_to_proto(kind: ValueKind) -> int:
-    """Return the ``gateway.v1.ValueKind`` enum value for ``kind``."""
-    return _KIND_TO_PROTO[kind]
-
-
-def kind_from_proto(value: int) -> ValueKind:
-    """Return the :class:`ValueKind` of a ``gateway.v1.ValueKind`` value; reject UNSPECIFIED."""
-    try:
-        return _KIND_FROM_PROTO[value]
-    except KeyError:
-        raise ValueError(f"unspecified or unknown value kind {value}") from None
 
 
 def value_kind(values: np.ndarray) -> ValueKind:

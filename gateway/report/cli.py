@@ -70,6 +70,14 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", metavar="TS", help="only records at or after TS (ISO 8601)")
     parser.add_argument("--until", metavar="TS", help="only records before TS (ISO 8601)")
     parser.add_argument(
+        "--protocol",
+        action="append",
+        default=[],
+        metavar="P",
+        help="only records of this client protocol, e.g. tfs_grpc (repeatable; records "
+        "without a protocol field are left out)",
+    )
+    parser.add_argument(
         "--min-count",
         type=_positive_int,
         default=SummaryOptions.min_count,
@@ -140,6 +148,7 @@ def build_report(
             models=tuple(args.model or ()),
             since=_parse_time(args.since, "--since"),
             until=_parse_time(args.until, "--until"),
+            protocols=tuple(getattr(args, "protocol", None) or ()),
         )
     except ValueError as exc:
         _err(str(exc))

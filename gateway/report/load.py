@@ -1,5 +1,8 @@
 """Read divergence logs (schema ``gateway.divergence/v1``) into DuckDB tables.
 
+Event and field names come from `gateway.sinks.divergence_schema`, the module
+the writer builds its records from.
+
 Contract
 --------
 * Inputs are files, directories (``DIR/*.jsonl*``) or shell-style globs;
@@ -17,10 +20,11 @@ Contract
   fm_p, fm_s, features, filename``. ``comparison`` defaults to ``shadow``;
   ``diverged`` falls back to "any output diverged" when absent.
 
-  ``ev``: one row per other event (``shadow_error``, ``shadow_drops``, ...)
-  with columns ``event, model, comparison, pv, sv, error, n, t``; ``n`` is the
-  record's ``count`` (how many requests a ``shadow_drops`` summary stands
-  for), 1 when absent.
+  ``ev``: one row per other event (``shadow_error``, ``shadow_drops``, and
+  events the schema does not know, which the summary lists apart) with columns
+  ``event, model, comparison, pv, sv, error, n, t``; ``n`` is the record's
+  ``count`` (how many requests a ``shadow_drops`` summary stands for), 1 when
+  absent.
 
 * Records sharing ``(model, request_id, shadow_version, comparison)`` (and
   ``event``) are duplicates (e.g. the same request in two replicas' files):
@@ -28,6 +32,9 @@ Contract
   without a request_id are never deduplicated.
 * ``--since``/``--until`` keep records with ``since <= ts < until``; records
   whose ts cannot be parsed are dropped when either bound is given.
+* ``--protocol`` keeps records whose ``protocol`` is one of those given;
+  records without one (``shadow_drops`` summaries, and every record of a
+  gateway that does not fill it) are then left out.
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ from typing import Any, Final
 
 import duckdb
 
+from gateway.sinks.divergence_schema import DEFAULT_COMPARISON, Event, Field
+
 _OUTPUT_STRUCT: Final = (
     "STRUCT(kind VARCHAR, diverged BOOLEAN, label_flip BOOLEAN, top1_agreement DOUBLE, "
     "topk_overlap DOUBLE, max_abs DOUBLE, max_rel DOUBLE, js_mean DOUBLE, js_max DOUBLE, "
@@ -50,35 +59,48 @@ _OUTPUT_STRUCT: Final = (
 _MISMATCH_LIST: Final = "STRUCT(feature VARCHAR, kind VARCHAR, count BIGINT)[]"
 
 COLUMNS: Final[dict[str, str]] = {
-    "schema": "VARCHAR",
-    "ts": "VARCHAR",
-    "event": "VARCHAR",
-    "request_id": "VARCHAR",
-    "replica": "VARCHAR",
-    "model": "VARCHAR",
-    "comparison": "VARCHAR",
-    "primary_version": "BIGINT",
-    "shadow_version": "BIGINT",
-    "rows": "BIGINT",
-    "latency_ms": 'STRUCT("primary" DOUBLE, shadow DOUBLE)',
-    "outputs": f"MAP(VARCHAR, {_OUTPUT_STRUCT})",
-    "diverged": "BOOLEAN",
-    "within_noise": "BOOLEAN",
-    "feature_mismatches": f'STRUCT("primary" {_MISMATCH_LIST}, shadow {_MISMATCH_LIST})',
-    "features": "MAP(VARCHAR, JSON)",
-    "error": "VARCHAR",
-    "count": "BIGINT",
+    Field.SCHEMA: "VARCHAR",
+    Field.TS: "VARCHAR",
+    Field.EVENT: "VARCHAR",
+    Field.REQUEST_ID: "VARCHAR",
+    Field.REPLICA: "VARCHAR",
+    Field.MODEL: "VARCHAR",
+    Field.COMPARISON: "VARCHAR",
+    Field.PRIMARY_VERSION: "BIGINT",
+    Field.SHADOW_VERSION: "BIGINT",
+    Field.ROWS: "BIGINT",
+    Field.LATENCY_MS: 'STRUCT("primary" DOUBLE, shadow DOUBLE)',
+    Field.OUTPUTS: f"MAP(VARCHAR, {_OUTPUT_STRUCT})",
+    Field.DIVERGED: "BOOLEAN",
+    Field.WITHIN_NOISE: "BOOLEAN",
+    Field.FEATURE_MISMATCHES: f'STRUCT("primary" {_MISMATCH_LIST}, shadow {_MISMATCH_LIST})',
+    Field.FEATURES: "MAP(VARCHAR, JSON)",
+    Field.PROTOCOL: "VARCHAR",
+    Field.ERROR: "VARCHAR",
+    Field.COUNT: "BIGINT",
 }
-"""The fields the report reads, with their DuckDB types (everything else is ignored)."""
+"""The fields the report reads, with their DuckDB types (everything else is ignored).
+
+Keys are `Field` names; the SQL below refers to these columns by the same names."""
+
+
+def _sql_str(value: str) -> str:
+    """`value` as a SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+_DIVERGENCE: Final = _sql_str(Event.DIVERGENCE)
+"""The ``divergence`` event name as a SQL literal."""
 
 
 @dataclass(frozen=True)
 class Filters:
-    """Record filters: models (empty = all) and a half-open time window [since, until)."""
+    """Record filters: models and protocols (empty = all) and a time window [since, until)."""
 
     models: tuple[str, ...] = ()
     since: datetime | None = None
     until: datetime | None = None
+    protocols: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form (ISO timestamps)."""
@@ -86,6 +108,7 @@ class Filters:
             "models": list(self.models),
             "since": self.since.isoformat() if self.since else None,
             "until": self.until.isoformat() if self.until else None,
+            "protocols": list(self.protocols),
         }
 
 
@@ -157,9 +180,9 @@ def connect() -> duckdb.DuckDBPyConnection:
     return con
 
 
-_DERIVED: Final = """
+_DERIVED: Final = f"""
     TRY_CAST(ts AS TIMESTAMPTZ) AS t,
-    coalesce(comparison, 'shadow') AS comparison_,
+    coalesce(comparison, {_sql_str(DEFAULT_COMPARISON)}) AS comparison_,
     coalesce(diverged, list_bool_or(list_transform(map_values(outputs), lambda o: o.diverged)))
         AS diverged_
 """
@@ -249,19 +272,22 @@ def load_logs(
     if filters.until is not None:
         conditions.append("t < ?::TIMESTAMPTZ")
         params.append(filters.until.isoformat())
+    if filters.protocols:
+        conditions.append("protocol IN (" + ", ".join("?" for _ in filters.protocols) + ")")
+        params.extend(filters.protocols)
     where = " AND ".join(conditions)
 
     complete = "model IS NOT NULL AND diverged_ IS NOT NULL"
     stats.incomplete_records = _scalar(
-        con, f"SELECT count(*) FROM raw WHERE event = 'divergence' AND NOT ({complete})"
+        con, f"SELECT count(*) FROM raw WHERE event = {_DIVERGENCE} AND NOT ({complete})"
     )
     candidates = _scalar(
         con,
-        f"SELECT count(*) FROM raw WHERE event <> 'divergence' OR ({complete})",
+        f"SELECT count(*) FROM raw WHERE event <> {_DIVERGENCE} OR ({complete})",
     )
     kept_by_filter = _scalar(
         con,
-        f"SELECT count(*) FROM raw WHERE (event <> 'divergence' OR ({complete})) AND {where}",
+        f"SELECT count(*) FROM raw WHERE (event <> {_DIVERGENCE} OR ({complete})) AND {where}",
         params,
     )
     stats.filtered_out = candidates - kept_by_filter
@@ -274,7 +300,7 @@ def load_logs(
         SELECT row_number() OVER (ORDER BY t, request_id, filename) AS rid, src FROM (
             SELECT rowid AS src, t, request_id, filename
             FROM raw
-            WHERE event = 'divergence' AND {complete} AND {where}
+            WHERE event = {_DIVERGENCE} AND {complete} AND {where}
             QUALIFY request_id IS NULL OR row_number() OVER (
                 PARTITION BY model, request_id, shadow_version, comparison_
                 ORDER BY t NULLS LAST, filename) = 1
@@ -303,7 +329,7 @@ def load_logs(
         SELECT event, model, comparison_ AS comparison, primary_version AS pv,
                shadow_version AS sv, error, coalesce("count", 1) AS n, t
         FROM raw
-        WHERE event <> 'divergence' AND {where}
+        WHERE event <> {_DIVERGENCE} AND {where}
         QUALIFY request_id IS NULL OR row_number() OVER (
             PARTITION BY event, model, request_id, shadow_version, comparison_
             ORDER BY t NULLS LAST, filename) = 1

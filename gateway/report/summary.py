@@ -9,11 +9,11 @@ Definitions (each per group = (model, comparison, primary_version, shadow_versio
   ``diverged = true``; ``divergence_rate = diverged / requests`` with a 95%
   Wilson score interval ``divergence_ci95``; ``label_flip_rate``: records
   where any output has ``label_flip = true``, over requests.
-* ``errors``: ``*_error`` events (timeouts included), ``timeouts``: the
-  subset whose ``error`` mentions DEADLINE or TIMEOUT (or ``*_timeout``
-  events), ``drops``: the sum of the ``count`` of ``shadow_drops`` summaries
-  (``*_dropped`` / ``*_drop`` events without a ``count`` count 1 each).
-  Events are matched to the group of the same model and comparison, and of
+* ``errors``: ``shadow_error`` events (timeouts included), ``timeouts``: the
+  subset whose ``error`` is ``DEADLINE_EXCEEDED``, ``drops``: the sum of the
+  ``count`` of ``shadow_drops`` summaries (names from
+  `gateway.sinks.divergence_schema`; other events are counted apart, as
+  ``other_events``). Events are matched to the group of the same model and comparison, and of
   the same shadow and primary version when they carry one (the gateway
   writes ``shadow_version: null`` when the shadow could not be resolved);
   among several candidates the group with most requests wins.
@@ -49,6 +49,7 @@ from typing import Any, Final
 import duckdb
 
 from gateway.report.load import Filters, LoadStats
+from gateway.sinks.divergence_schema import TIMEOUT_ERROR, Event
 
 REPORT_SCHEMA: Final = "gateway.report/v1"
 Z95: Final = 1.959963984540054
@@ -240,15 +241,9 @@ def _events(
     con: duckdb.DuckDBPyConnection, groups: dict[int, dict[str, Any]]
 ) -> tuple[dict[str, int], int]:
     """Attach error/timeout/drop counts to groups; return (other events, unattributed)."""
-    is_error = "(event LIKE '%\\_error' ESCAPE '\\' OR event LIKE '%\\_timeout' ESCAPE '\\')"
-    is_timeout = (
-        "(event LIKE '%\\_timeout' ESCAPE '\\' OR (event LIKE '%\\_error' ESCAPE '\\' AND "
-        "(upper(error) LIKE '%DEADLINE%' OR upper(error) LIKE '%TIMEOUT%')))"
-    )
-    is_drop = (
-        "(event LIKE '%\\_drops' ESCAPE '\\' OR event LIKE '%\\_dropped' ESCAPE '\\' "
-        "OR event LIKE '%\\_drop' ESCAPE '\\')"
-    )
+    is_error = f"(event = '{Event.SHADOW_ERROR}')"
+    is_timeout = f"(event = '{Event.SHADOW_ERROR}' AND error = '{TIMEOUT_ERROR}')"
+    is_drop = f"(event = '{Event.SHADOW_DROPS}')"
     other: dict[str, int] = {}
     unattributed = 0
     for event, count in _rows(

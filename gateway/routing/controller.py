@@ -25,16 +25,17 @@ import asyncio
 import copy
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import structlog
 
-from gateway.config import GatewayConfig, ModelConfig
-from gateway.errors import FailedPrecondition, InvalidInput, NotFound
-from gateway.lifecycle.states import VersionState
+from gateway.config import GatewayConfig, ModelConfig, RolloutsConfig
+from gateway.core.errors import FailedPrecondition, InvalidInput, NotFound
+from gateway.core.model_view import Servable
+from gateway.core.protocols import RolloutMetrics, ServingControls
+from gateway.core.states import VersionState
 from gateway.routing import rollout as ro
 from gateway.routing.arm_stats import StepStats
 from gateway.routing.gates import evaluate
@@ -46,6 +47,7 @@ from gateway.routing.rollout import (
     Status,
 )
 from gateway.routing.router import Arm, RouteDecision, decide
+from gateway.routing.status import RolloutStatus
 from gateway.routing.store import CorruptStateError, RolloutStore
 
 log = structlog.get_logger("gateway.rollout")
@@ -68,8 +70,13 @@ class _Rollout:
     waiting_for: str = ""
 
 
+FeatureSource = Callable[[str], np.ndarray | None]
+"""Raw feature `name` of a request (an array; None when absent). A callable so that a
+tf.Example request decodes only the routing feature, and only when a rollout needs it."""
+
+
 def routing_key(
-    plan: RolloutPlan, headers: Mapping[str, str], inputs: Mapping[str, Any]
+    plan: RolloutPlan, headers: Mapping[str, str], feature: FeatureSource
 ) -> str | None:
     """The request's routing key: the configured header, or the first row's value of the
     configured input feature (a request's rows all follow its first row); None if absent."""
@@ -79,7 +86,7 @@ def routing_key(
     if rk.source == "header":
         value = headers.get(rk.name)
         return value if isinstance(value, str) and value else None
-    array = inputs.get(rk.name)
+    array = feature(rk.name)
     if not isinstance(array, np.ndarray) or array.size == 0:
         return None
     first = array.reshape(-1)[0]
@@ -93,8 +100,8 @@ class RolloutController:
 
     def __init__(
         self,
-        manager: Any,
-        metrics: Any,
+        manager: ServingControls[Servable],
+        metrics: RolloutMetrics,
         skew_of: SkewSource | None = None,
         *,
         replica: str = "",
@@ -110,7 +117,7 @@ class RolloutController:
         self._rollouts: dict[str, _Rollout] = {}
         self._errors: dict[str, str] = {}
         self._store: RolloutStore | None = None
-        self._tick_seconds = 1.0
+        self._tick_seconds = RolloutsConfig().tick_seconds  # until `configure`
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one state change at a time in this process
 
@@ -128,9 +135,8 @@ class RolloutController:
                 del self._rollouts[name]
                 self._release_effects(name, config.model(name))
             for model in config.models:
-                plan = model.rollout_plan()
-                if plan is not None:
-                    await self._configure_model(model, plan)
+                if model.rollout is not None:
+                    await self._configure_model(model, RolloutPlan.from_config(model))
         if self._task is None and self._store is not None:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -178,15 +184,23 @@ class RolloutController:
     # -- the request path ----------------------------------------------------------
 
     def route(
-        self, model: str, headers: Mapping[str, str], inputs: Mapping[str, Any]
-    ) -> tuple[RouteDecision, str | None] | None:
-        """Where a request that names no version goes, and its routing key; None when the
-        model has no rollout."""
+        self,
+        model: str,
+        headers: Mapping[str, str],
+        feature: FeatureSource,
+        available: Container[int],
+    ) -> RouteDecision | None:
+        """Where a request that names no version goes (None when the model has no rollout):
+        the split's decision with the routing key, or, when the split chose a canary that
+        is not `available`, the rollout's primary (reason "fallback")."""
         r = self._rollouts.get(model)
         if r is None:
             return None
-        key = routing_key(r.plan, headers, inputs) if r.state.is_active else None
-        return decide(None, key, r.state, self._rng), key
+        key = routing_key(r.plan, headers, feature) if r.state.is_active else None
+        decision = decide(None, key, r.state, self._rng)
+        if decision.arm is Arm.CANARY and decision.version not in available:
+            return RouteDecision(Arm.PRIMARY, r.state.primary, "fallback", key, r.state.primary)
+        return decision
 
     def primary_of(self, model: str) -> int | None:
         """The rollout's primary version (None without a rollout)."""
@@ -289,7 +303,7 @@ class RolloutController:
         reason: str = "",
         *,
         actor: ro.Actor = "admin",
-    ) -> dict[str, Any]:
+    ) -> RolloutStatus:
         """Apply a manual action (see `ACTIONS`) and return the new status.
 
         Raises NotFound (no rollout for `name`), FailedPrecondition (not allowed in the
@@ -342,23 +356,23 @@ class RolloutController:
         """Models with a configured rollout (including ones whose state is unreadable)."""
         return sorted({*self._rollouts, *self._errors})
 
-    def status(self, name: str) -> dict[str, Any]:
-        """Everything about `name`'s rollout as plain data (admin service, CLI)."""
+    def status(self, name: str) -> RolloutStatus:
+        """A snapshot of `name`'s rollout (admin service); unreadable stored state gives a
+        status with only its `error`."""
         if name in self._errors:
-            return {"model": name, "error": self._errors[name]}
+            return RolloutStatus.unreadable(name, self._errors[name])
         r = self._rollout(name)
-        st = r.state
-        gates = [g.to_dict() for g in evaluate(r.plan.gates, r.stats, r.plan.min_samples)]
-        return {
-            "model": name,
-            "replica": self._replica,
-            "state": st.to_dict(),
-            "plan": r.plan.to_dict(),
-            "stats": r.stats.to_dict(),
-            "gates": gates,
-            "waiting_for": r.waiting_for if st.status is Status.RUNNING else "",
-            "missing": self._missing(r),
-        }
+        stats = copy.deepcopy(r.stats)
+        return RolloutStatus(
+            model=name,
+            replica=self._replica,
+            state=r.state,
+            plan=r.plan,
+            stats=stats,
+            gates=tuple(evaluate(r.plan.gates, stats, r.plan.min_samples)),
+            waiting_for=r.waiting_for if r.state.status is Status.RUNNING else "",
+            missing=self._missing(r),
+        )
 
     # -- internals -----------------------------------------------------------------
 
@@ -418,7 +432,7 @@ class RolloutController:
         self._apply(r)
 
     def _log_decision(self, state: RolloutState, decision: Decision) -> None:
-        self._metrics.rollout_decisions.labels(state.model, decision.action, decision.actor).inc()
+        self._metrics.rollout_decision(state.model, decision.action, decision.actor)
         log.info(
             "rollout_decision",
             model=state.model,
@@ -450,13 +464,9 @@ class RolloutController:
             self._manager.set_label(name, label, st.primary)
         else:
             self._manager.set_primary(name, st.primary)
-        self._metrics.rollout_weight.labels(name, str(st.primary), str(st.candidate)).set(
-            st.weight if st.is_active else 0.0
+        self._metrics.rollout_state(
+            name, st.primary, st.candidate, st.weight if st.is_active else 0.0, st.status.value
         )
-        for status in Status:
-            self._metrics.rollout_status.labels(name, status.value).set(
-                1.0 if status is st.status else 0.0
-            )
 
     def _release_effects(self, name: str, model: ModelConfig | None) -> None:
         """The rollout block is gone: the config decides again."""

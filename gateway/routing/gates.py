@@ -42,9 +42,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Final
 
+from gateway.config import GatesConfig, MinSamplesConfig
 from gateway.routing.arm_stats import ArmStats, StepStats
 
 __all__ = [
@@ -66,51 +67,29 @@ LATENCY_FLOOR_SECONDS: Final = 1e-6
 """Denominator floor of the p99 ratio (a primary p99 of 0 is a clock artefact)."""
 
 
-def _threshold(value: Any, key: str, *, positive: bool) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{key}: expected a number or null, got {value!r}")
-    out = float(value)
-    if not math.isfinite(out) or out < 0 or (positive and out == 0):
-        bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"{key}: expected a finite number {bound}, got {value!r}")
-    return out
-
-
 @dataclass(frozen=True)
 class Gates:
     """Gate thresholds; ``None`` turns a gate off (see the module doc for each gate).
 
-    ``max_divergence_rate`` and ``max_feature_skew`` must be >= 0, the two
-    ratios > 0. Construction validates (ValueError).
+    Built from the validated config with :meth:`from_config` (which guarantees finite
+    thresholds, >= 0 for the rate and the skew, > 0 for the two ratios); the config's
+    :class:`~gateway.config.GatesConfig` holds the defaults.
     """
 
-    max_divergence_rate: float | None = None
-    max_error_rate_ratio: float | None = None
-    max_p99_latency_ratio: float | None = None
-    max_feature_skew: float | None = None
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            positive = f.name.endswith("_ratio")
-            checked = _threshold(getattr(self, f.name), f.name, positive=positive)
-            object.__setattr__(self, f.name, checked)
+    max_divergence_rate: float | None
+    max_error_rate_ratio: float | None
+    max_p99_latency_ratio: float | None
+    max_feature_skew: float | None
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None, path: str = "gates") -> Gates:
-        """Parse the ``gates:`` block; ValueError names ``path.key`` on a bad or unknown key."""
-        if data is None:
-            return cls()
-        if not isinstance(data, Mapping):
-            raise ValueError(f"{path}: expected a mapping, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        values: dict[str, float | None] = {}
-        for key, value in data.items():
-            if key not in known:
-                raise ValueError(f"{path}.{key}: unknown key (expected one of {sorted(known)})")
-            values[key] = _threshold(value, f"{path}.{key}", positive=key.endswith("_ratio"))
-        return cls(**values)
+    def from_config(cls, cfg: GatesConfig) -> Gates:
+        """The ``rollout.gates`` block."""
+        return cls(
+            max_divergence_rate=cfg.max_divergence_rate,
+            max_error_rate_ratio=cfg.max_error_rate_ratio,
+            max_p99_latency_ratio=cfg.max_p99_latency_ratio,
+            max_feature_skew=cfg.max_feature_skew,
+        )
 
     def to_dict(self) -> dict[str, float | None]:
         """The thresholds as a plain dict (the ``gates:`` block)."""
@@ -143,18 +122,29 @@ class MinSamples:
     * ``error_requests``: canary requests before a non-zero error count is judged;
     * ``primary_requests``: requests for a primary arm to be the error reference;
     * ``latency``: successful requests per arm for the p99 ratio.
+
+    Built with :meth:`from_config` (every count an integer >= 1); the config's
+    :class:`~gateway.config.MinSamplesConfig` holds the defaults.
     """
 
-    compared: int = 100
-    error_requests: int = 50
-    primary_requests: int = 100
-    latency: int = 100
+    compared: int
+    error_requests: int
+    primary_requests: int
+    latency: int
 
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"MinSamples.{f.name}: expected an integer >= 1, got {value!r}")
+    @classmethod
+    def from_config(cls, cfg: MinSamplesConfig) -> MinSamples:
+        """The ``rollout.min_samples`` block."""
+        return cls(
+            compared=cfg.compared,
+            error_requests=cfg.error_requests,
+            primary_requests=cfg.primary_requests,
+            latency=cfg.latency,
+        )
+
+
+DEFAULT_MIN_SAMPLES: Final = MinSamples.from_config(MinSamplesConfig())
+"""What :func:`evaluate` uses when given no ``min_samples`` (the config's defaults)."""
 
 
 @dataclass(frozen=True)
@@ -320,7 +310,7 @@ def evaluate(
     Pure; never raises for small or empty statistics (those give unjudged
     results). Disabled gates give no result.
     """
-    mins = min_samples if min_samples is not None else MinSamples()
+    mins = min_samples if min_samples is not None else DEFAULT_MIN_SAMPLES
     results: list[GateResult] = []
     if gates.max_divergence_rate is not None:
         results.append(_divergence(gates.max_divergence_rate, stats.canary, mins))

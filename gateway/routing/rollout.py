@@ -40,15 +40,16 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from itertools import pairwise
 from typing import Any, Final, Literal, get_args
 
+from gateway.config import ModelConfig, RoutingKeyConfig
 from gateway.routing.arm_stats import StepStats
 from gateway.routing.gates import GateResult, Gates, MinSamples, evaluate
 
 __all__ = [
-    "DEFAULT_STEPS",
     "Action",
     "Actor",
     "Decision",
@@ -68,7 +69,6 @@ __all__ = [
 ]
 
 SCHEMA_VERSION: Final = 1
-DEFAULT_STEPS: Final = (1.0, 5.0, 25.0, 50.0, 100.0)
 MAX_HISTORY: Final = 500
 """Most decisions kept in ``RolloutState.history`` (oldest dropped first)."""
 
@@ -81,7 +81,6 @@ KeySource = Literal["header", "feature"]
 
 _ACTIONS: Final = frozenset(get_args(Action))
 _ACTORS: Final = frozenset(get_args(Actor))
-_ON_FAILURE: Final = frozenset(get_args(OnFailure))
 _KEY_SOURCES: Final = get_args(KeySource)
 
 
@@ -125,34 +124,6 @@ def _string(value: Any, key: str, *, allow_none: bool = False) -> str:
     return value
 
 
-def _steps(value: Any, key: str) -> tuple[float, ...]:
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or not value:
-        raise ValueError(f"{key}: expected a non-empty list of percentages, got {value!r}")
-    steps: list[float] = []
-    for i, item in enumerate(value):
-        step = _number(item, f"{key}[{i}]")
-        if not 0.0 < step <= 100.0:
-            raise ValueError(f"{key}[{i}]: expected a percentage in (0, 100], got {item!r}")
-        if steps and step <= steps[-1]:
-            raise ValueError(f"{key}[{i}]: steps must increase, got {item!r} after {steps[-1]:g}")
-        steps.append(step)
-    if steps[-1] != 100.0:
-        raise ValueError(f"{key}: the last step must be 100 (promotion), got {steps[-1]:g}")
-    return tuple(steps)
-
-
-def _version(value: Any, key: str, resolve_label: Callable[[str], int]) -> int:
-    if isinstance(value, str):
-        try:
-            resolved = resolve_label(value)
-        except Exception as exc:
-            raise ValueError(f"{key}: unknown version label {value!r} ({exc})") from exc
-        return _integer(resolved, f"{key} (label {value!r})")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{key}: expected a version number or a label, got {value!r}")
-    return _integer(value, key)
-
-
 def _mapping(value: Any, key: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise ValueError(f"{key}: expected a mapping, got {type(value).__name__}")
@@ -177,25 +148,17 @@ class RoutingKey:
     name: str
 
     def __post_init__(self) -> None:
-        if self.source not in _KEY_SOURCES:
-            raise ValueError(f"routing_key: source must be one of {_KEY_SOURCES}")
-        _string(self.name, f"routing_key.{self.source}")
+        assert self.source in _KEY_SOURCES and self.name, (self.source, self.name)
         if self.source == "header":
             object.__setattr__(self, "name", self.name.lower())
 
     @classmethod
-    def from_dict(cls, data: Any, path: str = "routing_key") -> RoutingKey | None:
-        """Parse ``{header: NAME}`` or ``{feature: NAME}`` (or ``None``: keyless, random split)."""
-        if data is None:
-            return None
-        data = _mapping(data, path)
-        unknown = sorted(str(k) for k in data if k not in _KEY_SOURCES)
-        if unknown:
-            raise ValueError(f"{path}.{unknown[0]}: unknown key (expected header or feature)")
-        if len(data) != 1:
-            raise ValueError(f"{path}: expected exactly one of {{header: NAME}}, {{feature: NAME}}")
-        ((source, name),) = data.items()
-        return cls(source, _string(name, f"{path}.{source}"))
+    def from_config(cls, cfg: RoutingKeyConfig) -> RoutingKey:
+        """The ``rollout.routing_key`` block (exactly one of ``header``, ``feature``)."""
+        if cfg.header is not None:
+            return cls("header", cfg.header)
+        assert cfg.feature is not None  # the config allows exactly one
+        return cls("feature", cfg.feature)
 
     def to_dict(self) -> dict[str, str]:
         """The config form, ``{source: name}``."""
@@ -204,98 +167,53 @@ class RoutingKey:
 
 @dataclass(frozen=True)
 class RolloutPlan:
-    """A model's rollout configuration, with labels resolved to versions.
+    """A model's rollout block, with labels resolved to versions.
 
-    Validated on construction (ValueError naming the field). ``steps`` are
-    increasing percentages in (0, 100] ending at 100. ``min_samples`` is not
-    part of the YAML block (defaults suit production traffic; tests lower it).
+    Built with :meth:`from_config` from a validated :class:`~gateway.config.ModelConfig`,
+    whose validators guarantee what the state machine relies on (asserted here):
+    ``steps`` are increasing percentages in (0, 100] ending at 100, and the candidate
+    is not the primary. The config models hold every default.
     """
 
     candidate: int
     primary: int
-    steps: tuple[float, ...] = DEFAULT_STEPS
-    min_requests_per_step: int = 500
-    min_step_seconds: float = 60.0
-    gates: Gates = field(default_factory=Gates)
-    on_failure: OnFailure = "rollback"
-    routing_key: RoutingKey | None = None
-    min_samples: MinSamples = field(default_factory=MinSamples)
+    steps: tuple[float, ...]
+    min_requests_per_step: int
+    min_step_seconds: float
+    gates: Gates
+    on_failure: OnFailure
+    routing_key: RoutingKey | None
+    min_samples: MinSamples
 
     def __post_init__(self) -> None:
-        _integer(self.candidate, "candidate")
-        _integer(self.primary, "primary")
-        if self.candidate == self.primary:
-            raise ValueError(f"candidate: same version as the primary ({self.primary})")
-        object.__setattr__(self, "steps", _steps(self.steps, "steps"))
-        _integer(self.min_requests_per_step, "min_requests_per_step")
-        seconds = _number(self.min_step_seconds, "min_step_seconds")
-        if seconds < 0:
-            raise ValueError(f"min_step_seconds: expected a number >= 0, got {seconds!r}")
-        object.__setattr__(self, "min_step_seconds", seconds)
-        if self.on_failure not in _ON_FAILURE:
-            raise ValueError(f"on_failure: expected rollback or pause, got {self.on_failure!r}")
+        steps = self.steps
+        assert steps and steps[0] > 0.0 and steps[-1] == 100.0, steps
+        assert all(a < b for a, b in pairwise(steps)), steps
+        assert self.candidate != self.primary, (self.candidate, self.primary)
 
     @classmethod
-    def from_dict(
-        cls,
-        data: Any,
-        resolve_label: Callable[[str], int],
-        *,
-        primary: int | str | None = None,
-        path: str = "rollout",
-    ) -> RolloutPlan:
-        """Parse a model's ``rollout:`` block.
-
-        ``candidate`` (required) and ``primary`` are a version number or a
-        label, resolved with ``resolve_label`` (which raises for an unknown
-        label). ``primary`` may be in the block or given by the caller (the
-        version serving now); the block wins. Every ValueError names
-        ``path.key``; unknown keys are errors.
-        """
-        data = _mapping(data, path)
-        known = {
-            "candidate",
-            "primary",
-            "routing_key",
-            "steps",
-            "min_requests_per_step",
-            "min_step_seconds",
-            "gates",
-            "on_failure",
-        }
-        for key in data:
-            if key not in known:
-                raise ValueError(f"{path}.{key}: unknown key (expected one of {sorted(known)})")
-        if "candidate" not in data:
-            raise ValueError(f"{path}.candidate: required (a version number or a label)")
-        candidate = _version(data["candidate"], f"{path}.candidate", resolve_label)
-        primary_value = data.get("primary", primary)
-        if primary_value is None:
-            raise ValueError(f"{path}.primary: not given and no serving version supplied")
-        primary_version = _version(primary_value, f"{path}.primary", resolve_label)
-        if candidate == primary_version:
-            raise ValueError(f"{path}.candidate: same version as the primary ({candidate})")
-        on_failure = data.get("on_failure", "rollback")
-        if on_failure not in _ON_FAILURE:
-            raise ValueError(f"{path}.on_failure: expected rollback or pause, got {on_failure!r}")
-        seconds = _number(data.get("min_step_seconds", 60.0), f"{path}.min_step_seconds")
-        if seconds < 0:
-            raise ValueError(f"{path}.min_step_seconds: expected a number >= 0, got {seconds!r}")
+    def from_config(cls, model: ModelConfig) -> RolloutPlan:
+        """The ``rollout`` block of ``model`` (which must have one), its candidate and
+        primary resolved against the model's ``version_labels``."""
+        r = model.rollout
+        if r is None:
+            raise ValueError(f"model {model.name!r} has no rollout block")
+        candidate, primary = model.rollout_versions()
         return cls(
             candidate=candidate,
-            primary=primary_version,
-            steps=_steps(data.get("steps", list(DEFAULT_STEPS)), f"{path}.steps"),
-            min_requests_per_step=_integer(
-                data.get("min_requests_per_step", 500), f"{path}.min_requests_per_step"
-            ),
-            min_step_seconds=seconds,
-            gates=Gates.from_dict(data.get("gates"), f"{path}.gates"),
-            on_failure=on_failure,
-            routing_key=RoutingKey.from_dict(data.get("routing_key"), f"{path}.routing_key"),
+            primary=primary,
+            steps=tuple(float(s) for s in r.steps),
+            min_requests_per_step=r.min_requests_per_step,
+            min_step_seconds=float(r.min_step_seconds),
+            gates=Gates.from_config(r.gates),
+            on_failure=r.on_failure,
+            routing_key=None if r.routing_key is None else RoutingKey.from_config(r.routing_key),
+            min_samples=MinSamples.from_config(r.min_samples),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The config form (versions as numbers; ``min_samples`` left out)."""
+        """The plan as shown by the rollout status (versions as numbers; ``min_samples``
+        left out)."""
         out: dict[str, Any] = {
             "candidate": self.candidate,
             "primary": self.primary,

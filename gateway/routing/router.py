@@ -25,14 +25,12 @@ from __future__ import annotations
 import enum
 import hashlib
 import random
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal
-
-if TYPE_CHECKING:
-    from gateway.routing.rollout import RolloutState
+from dataclasses import dataclass, field
+from typing import Final, Literal, Protocol
 
 __all__ = [
     "Arm",
+    "RolloutView",
     "RouteDecision",
     "RouteReason",
     "choose_arm",
@@ -142,6 +140,11 @@ class RouteDecision:
     arm: Arm
     version: int | None
     reason: RouteReason
+    key: str | None = field(default=None, compare=False)
+    """The request's routing key (None: keyless or no rollout); context, not part of the
+    decision's identity."""
+    primary: int | None = field(default=None, compare=False)
+    """The rollout's primary version (what a canary answer is compared with)."""
 
     @property
     def in_experiment(self) -> bool:
@@ -149,10 +152,38 @@ class RouteDecision:
         return self.reason in ("keyed", "random")
 
 
+class RolloutView(Protocol):
+    """What routing reads of a rollout's state (`rollout.RolloutState` is one)."""
+
+    @property
+    def model(self) -> str:
+        """The model."""
+
+    @property
+    def rollout_id(self) -> str:
+        """This rollout attempt's id (part of the routing hash)."""
+
+    @property
+    def weight(self) -> float:
+        """The canary's percentage."""
+
+    @property
+    def primary(self) -> int:
+        """The primary version."""
+
+    @property
+    def candidate(self) -> int:
+        """The canary version."""
+
+    @property
+    def is_active(self) -> bool:
+        """RUNNING or PAUSED."""
+
+
 def decide(
     explicit_version: int | None,
     key: str | None,
-    state: RolloutState | None,
+    state: RolloutView | None,
     rng: random.Random,
 ) -> RouteDecision:
     """Route one request of ``state.model`` (the request path's single call).
@@ -172,11 +203,13 @@ def decide(
     active = state is not None and state.is_active
     if explicit_version is not None:
         is_canary = active and state is not None and explicit_version == state.candidate
-        return RouteDecision(Arm.CANARY if is_canary else Arm.PRIMARY, explicit_version, "explicit")
+        arm = Arm.CANARY if is_canary else Arm.PRIMARY
+        primary = state.primary if state is not None else None
+        return RouteDecision(arm, explicit_version, "explicit", key, primary)
     if state is None:
-        return RouteDecision(Arm.PRIMARY, None, "no_rollout")
+        return RouteDecision(Arm.PRIMARY, None, "no_rollout", key)
     if not active:
-        return RouteDecision(Arm.PRIMARY, state.primary, "no_rollout")
+        return RouteDecision(Arm.PRIMARY, state.primary, "no_rollout", key, state.primary)
     arm = choose_arm(state.model, key, state.rollout_id, state.weight, rng)
     version = state.candidate if arm is Arm.CANARY else state.primary
-    return RouteDecision(arm, version, "keyed" if key else "random")
+    return RouteDecision(arm, version, "keyed" if key else "random", key, state.primary)

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gateway.errors import InternalError, InvalidInput, ResourceExhausted, Unavailable
-from gateway.serving.servable import Arrays, RunFn
+from gateway.core.errors import InternalError, InvalidInput, ResourceExhausted, Unavailable
+from gateway.core.servable import Arrays, RunFn
 
 BatchObserver = Callable[[int, int], None]
 """Called after each model call with (rows, requests merged)."""
@@ -162,34 +162,38 @@ class Batcher:
 
     def _take(self) -> list[_Item]:
         """Take queued items sharing the first live item's shape key, up to max rows."""
-        taken: list[_Item] = []
-        rows = 0
-        key: Hashable = None
+        first = self._pop_live()
+        if first is None:
+            return []
+        taken = [first]
+        rows = first.rows
+        self._rows_pending -= first.rows
         kept: deque[_Item] = deque()
         scan = 0
-        while self._queue:
+        while self._queue and rows < self.max_batch_size and scan <= 4 * self.max_batch_size:
             item = self._queue.popleft()
             if item.future.done():  # cancelled by the client
                 self._rows_pending -= item.rows
                 continue
-            if not taken:
-                key = item.key
-                taken.append(item)
-                rows = item.rows
-                self._rows_pending -= item.rows
-                continue
             scan += 1
-            if item.key == key and rows + item.rows <= self.max_batch_size:
+            if item.key == first.key and rows + item.rows <= self.max_batch_size:
                 taken.append(item)
                 rows += item.rows
                 self._rows_pending -= item.rows
             else:
                 kept.append(item)
-            if rows >= self.max_batch_size or scan > 4 * self.max_batch_size:
-                break
         kept.extend(self._queue)
         self._queue = kept
         return taken
+
+    def _pop_live(self) -> _Item | None:
+        """The first queued item whose client is still waiting (cancelled ones dropped)."""
+        while self._queue:
+            item = self._queue.popleft()
+            if not item.future.done():
+                return item
+            self._rows_pending -= item.rows
+        return None
 
     async def _execute(self, items: list[_Item]) -> None:
         assert self._slots is not None

@@ -13,21 +13,12 @@ from typing import Any
 import numpy as np
 import structlog
 
-from gateway.analysis.feature_checks import (
-    CheckConfig,
-    FeatureChecker,
-    FeatureCheckOverride,
-    Mismatch,
-)
-from gateway.analysis.skew import SkewConfig, SkewThresholds, SkewWindow
-from gateway.config import ModelConfig, SkewThresholdsConfig
-from gateway.serving.servable import LoadedVersion
+from gateway.analysis.feature_checks import CheckConfig, FeatureChecker, Mismatch
+from gateway.analysis.skew import SkewWindow
+from gateway.config import ModelConfig
+from gateway.core.servable import LoadedVersion
 
 log = structlog.get_logger("gateway.skew")
-
-
-def _thresholds(cfg: SkewThresholdsConfig) -> SkewThresholds:
-    return SkewThresholds(js=cfg.js, linf=cfg.linf, psi=cfg.psi)
 
 
 def build_checks(
@@ -39,35 +30,11 @@ def build_checks(
     if stats is None:
         return None, None
     checker = None
-    fc = model.feature_checks
-    if fc.enabled:
-        checker = FeatureChecker(
-            stats,
-            CheckConfig(
-                actions=dict(fc.actions),  # type: ignore[arg-type]
-                margin=fc.margin,
-                z_threshold=fc.z_threshold,
-                sensitive_features=frozenset(fc.sensitive_features),
-                per_feature={
-                    name: FeatureCheckOverride(dict(o.actions), o.margin, o.z_threshold)  # type: ignore[arg-type]
-                    for name, o in fc.per_feature.items()
-                },
-            ),
-        )
+    if model.feature_checks.enabled:
+        checker = FeatureChecker(stats, CheckConfig.from_config(model.feature_checks))
     window = None
-    sk = model.skew
-    if sk.enabled:
-        window = SkewWindow(
-            stats,
-            SkewConfig(
-                numeric=_thresholds(sk.numeric),
-                categorical=_thresholds(sk.categorical),
-                per_feature={k: _thresholds(v) for k, v in sk.per_feature.items()},
-                min_values=sk.min_values,
-            ),
-            max_values=sk.window_values,
-            max_age_seconds=sk.window_seconds,
-        )
+    if model.skew.enabled:
+        window = SkewWindow.from_config(stats, model.skew)
     return checker, window
 
 

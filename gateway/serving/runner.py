@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gateway.config import BatchingConfig
-from gateway.errors import Unavailable
+from gateway.core.errors import Unavailable
+from gateway.core.servable import Arrays, LoadedVersion, RunFn, Signature
 from gateway.serving.batcher import Batcher, BatchObserver
-from gateway.serving.servable import Arrays, LoadedVersion, RunFn, Signature
 
 if TYPE_CHECKING:
     from gateway.analysis.feature_checks import FeatureChecker
@@ -96,7 +96,7 @@ class VersionRunner:
         """Execute one validated request; batched when the signature allows it.
         `background` work (mirrored calls) never runs on the event loop's thread."""
         batcher = self._batchers.get(signature.name)
-        if batcher is not None:
+        if batcher is not None and (signature.strict_shapes or signature.conforms(inputs)):
             return await batcher.submit(inputs, rows, inline=not background)
         if self._closing and self.inflight <= 0:
             raise Unavailable("model version is unloading; retry")

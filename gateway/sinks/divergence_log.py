@@ -10,18 +10,21 @@ processor chain runs on the caller's thread and is cheap:
    `JsonlSink`, whose methods call `JsonlWriter.write` (a non-blocking queue
    append). JSON encoding and file I/O happen on the writer's thread.
 
-Events written (all carry ``schema``, ``ts``, ``event`` and ``replica``):
+Events written (all carry the envelope ``schema``, ``ts``, ``event`` and
+``replica``); the event names, field names and types are defined once, in
+`gateway.sinks.divergence_schema` (``Event``, ``Field``, ``EVENT_FIELDS``):
 
-* ``divergence``: ``request_id, model, comparison, primary_version,
-  shadow_version, routing_key_hash?, rows, latency_ms{primary, shadow},
-  outputs{alias: metrics}, diverged, within_noise?, feature_mismatches{primary,
-  shadow}, features?, input_digest`` (see the README's schema example);
-* ``shadow_error``: ``model, primary_version, shadow_version, request_id, error``
-  (a gRPC status code name such as ``DEADLINE_EXCEEDED``), ``message``;
-* ``shadow_drops``: a periodic summary ``model, shadow_version, count`` of
-  mirrored requests that were not sent to the shadow (never one line per drop).
+* ``divergence`` (`DivergenceLog.divergence`): one compared request;
+* ``shadow_error`` (`DivergenceLog.shadow_error`): ``error`` is a gRPC status
+  code name such as ``DEADLINE_EXCEEDED``;
+* ``shadow_drops`` (`DivergenceLog.drops`): a periodic summary of mirrored
+  requests that were not sent to the shadow (never one line per drop).
 
-The caller passes the fields; they are not validated on the request path.
+``divergence`` and ``shadow_error`` take an optional ``protocol`` (the client
+protocol, e.g. ``"tfs_grpc"``), written only when given.
+
+The caller passes the fields; they are not validated on the request path
+(`gateway.sinks.divergence_schema.validate_record` checks a written line).
 Ownership of the field values passes to the log (they are serialised later):
 do not mutate them after the call. Nested ``features`` and
 ``feature_mismatches`` objects are never mutated by redaction (copies are made).
@@ -41,10 +44,11 @@ import numpy as np
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from gateway.sinks.divergence_schema import REDACTED, SCHEMA_VERSION, Event, Field
 from gateway.sinks.jsonl import JsonlWriter, MiB
 
-SCHEMA: Final = "gateway.divergence/v1"
-REDACTED: Final = "<redacted>"
+SCHEMA: Final = SCHEMA_VERSION
+"""``gateway.divergence/v1`` (`gateway.sinks.divergence_schema.SCHEMA_VERSION`)."""
 MAX_LIST: Final = 16
 """Longest list `first_row_features` keeps for a multi-valued feature (the first values)."""
 
@@ -72,13 +76,17 @@ def add_envelope(logger: WrappedLogger, method_name: str, event_dict: EventDict)
 
     ``event`` defaults to the method name. Returns a new dict; the input is not modified.
     """
-    ts = event_dict.get("ts") or utc_timestamp()
-    out: EventDict = {"schema": SCHEMA, "ts": ts, "event": event_dict.get("event", method_name)}
+    ts = event_dict.get(Field.TS) or utc_timestamp()
+    out: EventDict = {
+        Field.SCHEMA.value: SCHEMA,
+        Field.TS.value: ts,
+        Field.EVENT.value: event_dict.get(Field.EVENT, method_name),
+    }
     out.update(event_dict)
-    out["schema"] = SCHEMA
-    out["ts"] = ts
-    if out["event"] is None:
-        out["event"] = method_name
+    out[Field.SCHEMA.value] = SCHEMA
+    out[Field.TS.value] = ts
+    if out[Field.EVENT] is None:
+        out[Field.EVENT.value] = method_name
     return out
 
 
@@ -88,22 +96,22 @@ def _is_redacted(value: Any) -> bool:
 
 def _mismatch_value_sensitive(item: Any, names: frozenset[str]) -> bool:
     if isinstance(item, dict | Mapping):
-        if item.get("feature") not in names or "value" not in item:
+        if item.get(Field.FEATURE) not in names or Field.VALUE not in item:
             return False
-        return not _is_redacted(item["value"])
+        return not _is_redacted(item[Field.VALUE])
     return getattr(item, "feature", None) in names
 
 
 def _redacted_mismatch(item: Any, names: frozenset[str]) -> Any:
     if isinstance(item, Mapping):
-        if item.get("feature") in names and "value" in item:
+        if item.get(Field.FEATURE) in names and Field.VALUE in item:
             out = dict(item)
-            out["value"] = REDACTED
+            out[Field.VALUE.value] = REDACTED
             return out
         return item
     if getattr(item, "feature", None) in names:
         converted = mismatch_json(item)
-        converted["value"] = REDACTED
+        converted[Field.VALUE.value] = REDACTED
         return converted
     return item
 
@@ -126,13 +134,15 @@ def make_redactor(sensitive: Iterable[str]) -> Processor:
         if not names:
             return event_dict
         out = event_dict
-        features = event_dict.get("features")
+        features = event_dict.get(Field.FEATURES)
         if isinstance(features, dict | Mapping):
             hit = [k for k in features if k in names]
             if hit and not all(_is_redacted(features[k]) for k in hit):
                 out = dict(event_dict)
-                out["features"] = {k: (REDACTED if k in names else v) for k, v in features.items()}
-        mismatches = event_dict.get("feature_mismatches")
+                out[Field.FEATURES.value] = {
+                    k: (REDACTED if k in names else v) for k, v in features.items()
+                }
+        mismatches = event_dict.get(Field.FEATURE_MISMATCHES)
         if isinstance(mismatches, dict | Mapping):
             sides: dict[str, Any] | None = None
             for side, items in mismatches.items():
@@ -145,7 +155,7 @@ def make_redactor(sensitive: Iterable[str]) -> Processor:
             if sides is not None:
                 if out is event_dict:
                     out = dict(event_dict)
-                out["feature_mismatches"] = sides
+                out[Field.FEATURE_MISMATCHES.value] = sides
         return out
 
     return redact_sensitive
@@ -190,15 +200,15 @@ class DivergenceLogger(structlog.BoundLoggerBase):
 
     def divergence(self, **fields: Any) -> Any:
         """Run the processor chain for a ``divergence`` event."""
-        return self._proxy_to_logger("divergence", "divergence", **fields)
+        return self._proxy_to_logger(Event.DIVERGENCE.value, Event.DIVERGENCE.value, **fields)
 
     def shadow_error(self, **fields: Any) -> Any:
         """Run the processor chain for a ``shadow_error`` event."""
-        return self._proxy_to_logger("shadow_error", "shadow_error", **fields)
+        return self._proxy_to_logger(Event.SHADOW_ERROR.value, Event.SHADOW_ERROR.value, **fields)
 
     def shadow_drops(self, **fields: Any) -> Any:
         """Run the processor chain for a ``shadow_drops`` event."""
-        return self._proxy_to_logger("shadow_drops", "shadow_drops", **fields)
+        return self._proxy_to_logger(Event.SHADOW_DROPS.value, Event.SHADOW_DROPS.value, **fields)
 
 
 class DivergenceLog:
@@ -246,31 +256,50 @@ class DivergenceLog:
             wrapper_class=DivergenceLogger,
             context_class=dict,
             cache_logger_on_first_use=True,
-            replica=replica,
+            **{Field.REPLICA.value: replica},
         ).bind()
 
-    def divergence(self, **fields: Any) -> bool:
-        """Log one ``divergence`` record (fields as in the module doc)."""
+    def divergence(self, *, protocol: str | None = None, **fields: Any) -> bool:
+        """Log one ``divergence`` record (fields: ``EVENT_FIELDS[Event.DIVERGENCE]`` of
+        `gateway.sinks.divergence_schema`); ``protocol`` is written only when not None."""
+        if protocol is not None:
+            fields[Field.PROTOCOL.value] = protocol
         try:
-            return bool(self.logger._proxy_to_logger("divergence", "divergence", **fields))
+            return bool(
+                self.logger._proxy_to_logger(
+                    Event.DIVERGENCE.value, Event.DIVERGENCE.value, **fields
+                )
+            )
         except Exception:
             self.rejected += 1
             return False
 
-    def shadow_error(self, **fields: Any) -> bool:
-        """Log one ``shadow_error`` record (``error`` = gRPC code name, ``message``)."""
+    def shadow_error(self, *, protocol: str | None = None, **fields: Any) -> bool:
+        """Log one ``shadow_error`` record (``error`` = gRPC code name, ``message``; fields:
+        ``EVENT_FIELDS[Event.SHADOW_ERROR]``); ``protocol`` is written only when not None."""
+        if protocol is not None:
+            fields[Field.PROTOCOL.value] = protocol
         try:
-            return bool(self.logger._proxy_to_logger("shadow_error", "shadow_error", **fields))
+            return bool(
+                self.logger._proxy_to_logger(
+                    Event.SHADOW_ERROR.value, Event.SHADOW_ERROR.value, **fields
+                )
+            )
         except Exception:
             self.rejected += 1
             return False
 
-    def drops(self, model: str, shadow_version: int, count: int, **fields: Any) -> bool:
+    def drops(self, model: str, shadow_version: int | None, count: int, **fields: Any) -> bool:
         """Log one ``shadow_drops`` summary: `count` requests not mirrored since the last one."""
         try:
             return bool(
                 self.logger.shadow_drops(
-                    model=model, shadow_version=shadow_version, count=count, **fields
+                    **{
+                        Field.MODEL.value: model,
+                        Field.SHADOW_VERSION.value: shadow_version,
+                        Field.COUNT.value: count,
+                    },
+                    **fields,
                 )
             )
         except Exception:
@@ -389,16 +418,18 @@ def first_row_features(
 
 
 def mismatch_json(mismatch: Any) -> dict[str, Any]:
-    """Schema form of a `gateway.analysis.feature_checks.Mismatch` (or any object with
-    ``feature, kind, value, count, reference`` attributes):
-    ``{"feature", "kind", "value", "count", "reference"}`` with enum kinds as strings."""
+    """Schema form (``MISMATCH_FIELDS``) of a `gateway.analysis.feature_checks.Mismatch`
+    (or any object with ``feature, kind, action, value, count, reference`` attributes):
+    ``{"feature", "kind", "action", "value", "count", "reference"}`` with enums as strings."""
     kind = getattr(mismatch, "kind", None)
+    action = getattr(mismatch, "action", None)
     return {
-        "feature": mismatch.feature,
-        "kind": str(getattr(kind, "value", kind)),
-        "value": _json_scalar(getattr(mismatch, "value", None)),
-        "count": getattr(mismatch, "count", None),
-        "reference": getattr(mismatch, "reference", None),
+        Field.FEATURE.value: mismatch.feature,
+        Field.KIND.value: str(getattr(kind, "value", kind)),
+        Field.ACTION.value: None if action is None else str(getattr(action, "value", action)),
+        Field.VALUE.value: _json_scalar(getattr(mismatch, "value", None)),
+        Field.COUNT.value: getattr(mismatch, "count", None),
+        Field.REFERENCE.value: getattr(mismatch, "reference", None),
     }
 
 

@@ -10,13 +10,17 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from gateway.lifecycle.states import VersionState, VersionStatus
+from gateway.core.states import VersionState, VersionStatus
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5, 5.0, 10.0,
 )  # fmt: skip
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+ROLLOUT_STATUSES = ("pending", "running", "paused", "promoted", "rolled_back")
+"""The `status` label values of `gateway_rollout_status` (`routing.rollout.Status`)."""
 
 
 class Metrics:
@@ -181,6 +185,18 @@ class Metrics:
         self.child(self.arm_requests, model, arm, str(version), code).inc()
         if code == "OK":
             self.child(self.arm_latency, model, arm, str(version)).observe(seconds)
+
+    def rollout_decision(self, model: str, action: str, actor: str) -> None:
+        """Count one rollout decision."""
+        self.rollout_decisions.labels(model, action, actor).inc()
+
+    def rollout_state(
+        self, model: str, primary: int, candidate: int, weight: float, status: str
+    ) -> None:
+        """Export a rollout's weight (0 unless active) and which status it is in."""
+        self.rollout_weight.labels(model, str(primary), str(candidate)).set(weight)
+        for known in ROLLOUT_STATUSES:
+            self.rollout_status.labels(model, known).set(1.0 if known == status else 0.0)
 
     def shadow_outcome(
         self, model: str, primary: int, shadow: Any, comparison: str, outcome: str

@@ -4,20 +4,41 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 from gateway import __version__
 from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
-from gateway.errors import InvalidInput, NotFound
-from gateway.lifecycle.manager import VersionManager
-from gateway.lifecycle.states import VersionState
+from gateway.analysis.skew import FeatureSkew
+from gateway.core.errors import InvalidInput, NotFound
+from gateway.core.model_view import Servable
+from gateway.core.protocols import ModelRegistry
+from gateway.core.states import VersionState
+from gateway.routing.arm_stats import ArmStats
+from gateway.routing.status import RolloutStatus
+from gateway.serving.lane_summary import LaneSummary
 from gateway.sinks.metrics import Metrics
 from gateway.transport.auth import AdminAuth
 from gateway.transport.calls import unary
 
-if TYPE_CHECKING:
-    from gateway.routing.controller import RolloutController
+SkewReport = Callable[[str], Mapping[int, Mapping[str, FeatureSkew]]]
+"""model -> {version: {feature: its current skew}}; NotFound for an unknown model."""
+
+DivergenceSummary = Callable[[str], Sequence[LaneSummary]]
+"""model -> the live figures of each of its mirror lanes; NotFound for an unknown model."""
+
+
+class RolloutControls(Protocol):
+    """What the admin service reads and does of rollouts
+    (`routing.controller.RolloutController`)."""
+
+    def status(self, name: str) -> RolloutStatus:
+        """A snapshot of `name`'s rollout; NotFound without one."""
+
+    async def act(
+        self, name: str, action: str, weight: float | None = None, reason: str = ""
+    ) -> RolloutStatus:
+        """Apply a manual action (`routing.controller.ACTIONS`); the new status."""
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
@@ -25,12 +46,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
 
     def __init__(
         self,
-        manager: VersionManager,
+        manager: ModelRegistry[Servable],
         metrics: Metrics,
         reload: Callable[[], Awaitable[list[str]]],
-        skew_report: Callable[[str], dict[int, dict[str, Any]]],
-        divergence_summary: Callable[[str], list[dict[str, Any]]],
-        rollouts: RolloutController | None = None,
+        skew_report: SkewReport,
+        divergence_summary: DivergenceSummary,
+        rollouts: RolloutControls | None = None,
         auth: AdminAuth | None = None,
     ) -> None:
         self.manager = manager
@@ -64,6 +85,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
                     failures=status.failures,
                     warmup_records=status.warmup_records,
                     labels=sorted(k for k, v in labels.items() if v == status.version),
+                    runtime=status.runtime,
                 )
         return response
 
@@ -106,8 +128,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
             raise InvalidInput("model: expected a model name")
         response = admin_pb2.GetDivergenceSummaryResponse(model=request.model)
         for lane in self._divergence_summary(request.model):
-            entry = response.lanes.add(**{k: v for k, v in lane.items() if k != "max_abs"})
-            entry.max_abs.update(lane["max_abs"])
+            lane_summary(response.lanes.add(), lane)
         return response
 
     @unary("admin.GetRollout")
@@ -129,7 +150,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
         status = await controller.act(request.model, action, weight, request.reason)
         return rollout_status(status)
 
-    def _controller(self, model: str) -> RolloutController:
+    def _controller(self, model: str) -> RolloutControls:
         if not model:
             raise InvalidInput("model: expected a model name")
         if self._rollouts is None:
@@ -141,61 +162,95 @@ def _nan(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
-def _arm(target: Any, arm: Mapping[str, Any]) -> None:
-    target.requests = arm["requests"]
-    target.errors = arm["errors"]
-    target.client_errors = arm["client_errors"]
-    target.error_rate = _nan(arm["error_rate"])
-    target.p50_ms = _nan(arm["p50_seconds"] and arm["p50_seconds"] * 1e3)
-    target.p99_ms = _nan(arm["p99_seconds"] and arm["p99_seconds"] * 1e3)
-    target.compared = arm["compared"]
-    target.diverged = arm["diverged"]
-    target.divergence_rate = _nan(arm["divergence_rate"])
-    target.max_feature_skew = _nan(arm["max_feature_skew"])
+def _ms(seconds: float | None) -> float:
+    return math.nan if seconds is None else seconds * 1e3
 
 
-def rollout_status(status: Mapping[str, Any]) -> Any:
+def _arm(target: Any, arm: ArmStats) -> None:
+    target.requests = arm.requests
+    target.errors = arm.errors
+    target.client_errors = arm.client_errors
+    target.error_rate = _nan(arm.error_rate)
+    target.p50_ms = _ms(arm.p50())
+    target.p99_ms = _ms(arm.p99())
+    target.compared = arm.compared
+    target.diverged = arm.diverged
+    target.divergence_rate = _nan(arm.divergence_rate)
+    target.max_feature_skew = _nan(arm.max_feature_skew)
+
+
+HISTORY_LIMIT = 50
+"""Most recent decisions a `RolloutStatus` message carries."""
+
+
+def rollout_status(status: RolloutStatus) -> Any:
     """`RolloutController.status()` as a `RolloutStatus` message."""
-    out = admin_pb2.RolloutStatus(model=status["model"])
-    if "error" in status:
-        out.error = status["error"]
+    out = admin_pb2.RolloutStatus(model=status.model)
+    if status.error:
+        out.error = status.error
         return out
-    st, plan, stats = status["state"], status["plan"], status["stats"]
-    out.rollout_id = st["rollout_id"]
-    out.status = st["status"]
-    out.primary_version = st["primary"]
-    out.candidate_version = st["candidate"]
-    out.weight = st["weight"]
-    out.steps.extend(plan["steps"])
-    out.step_index = st["step_index"]
-    out.step_started_at = st["step_started_at"] or 0.0
-    out.min_requests_per_step = plan["min_requests_per_step"]
-    out.min_step_seconds = plan["min_step_seconds"]
-    out.failed_gate = st["failed_gate"] or ""
-    out.previous_primary = st["previous_primary"] or 0
-    _arm(out.primary, stats["primary"])
-    _arm(out.canary, stats["canary"])
-    for gate in status["gates"]:
+    st, plan, stats = status.state, status.plan, status.stats
+    assert st is not None and plan is not None and stats is not None  # readable
+    out.rollout_id = st.rollout_id
+    out.status = st.status.value
+    out.primary_version = st.primary
+    out.candidate_version = st.candidate
+    out.weight = st.weight
+    out.steps.extend(plan.steps)
+    out.step_index = st.step_index
+    out.step_started_at = st.step_started_at or 0.0
+    out.min_requests_per_step = plan.min_requests_per_step
+    out.min_step_seconds = plan.min_step_seconds
+    out.failed_gate = st.failed_gate or ""
+    out.previous_primary = st.previous_primary or 0
+    _arm(out.primary, stats.primary)
+    _arm(out.canary, stats.canary)
+    for gate in status.gates:
+        value = gate.value
         out.gates.add(
-            name=gate["name"],
-            value=_nan(gate["value"]),
-            threshold=gate["threshold"],
-            passed=gate["passed"],
-            judged=gate["judged"],
-            detail=gate["detail"],
+            name=gate.name,
+            value=math.nan if value is None or not math.isfinite(value) else value,
+            threshold=gate.threshold,
+            passed=gate.passed,
+            judged=gate.judged,
+            detail=gate.detail,
         )
-    for d in st["history"][-50:]:
+    for d in st.history[-HISTORY_LIMIT:]:
         out.history.add(
-            at=d["at"],
-            action=d["action"],
-            actor=d["actor"],
-            reason=d["reason"],
-            from_weight=d["from_weight"],
-            to_weight=d["to_weight"],
+            at=d.at,
+            action=d.action,
+            actor=d.actor,
+            reason=d.reason,
+            from_weight=d.from_weight,
+            to_weight=d.to_weight,
         )
-    out.waiting_for = status["waiting_for"]
-    out.missing = status["missing"]
-    key = plan.get("routing_key")
-    out.routing_key = ":".join(next(iter(key.items()))) if key else ""
-    out.replica = status["replica"]
+    out.waiting_for = status.waiting_for
+    out.missing = status.missing
+    key = plan.routing_key
+    out.routing_key = f"{key.source}:{key.name}" if key is not None else ""
+    out.replica = status.replica
     return out
+
+
+def lane_summary(target: Any, lane: LaneSummary) -> None:
+    """Fill a `LaneSummary` message from `Mirror.summary()`'s entry for one lane."""
+    target.lane = lane.lane
+    target.comparison = lane.comparison
+    target.target = lane.target
+    target.shadow_version = lane.shadow_version
+    target.offered = lane.offered
+    target.compared = lane.compared
+    target.diverged = lane.diverged
+    target.divergence_rate = lane.divergence_rate
+    target.label_flips = lane.label_flips
+    target.within_noise = lane.within_noise
+    target.errors = lane.errors
+    target.timeouts = lane.timeouts
+    target.dropped = lane.dropped
+    target.suppressed = lane.suppressed
+    target.suspended = lane.suspended
+    target.queued = lane.queued
+    target.mean_latency_ms = lane.mean_latency_ms
+    target.max_abs.update(lane.max_abs)
+    target.noise_samples = lane.noise_samples
+    target.deterministic = lane.deterministic

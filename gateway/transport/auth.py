@@ -14,7 +14,7 @@ import os
 from typing import Any
 
 from gateway.config import ServerConfig
-from gateway.errors import ConfigError, Unauthenticated
+from gateway.core.errors import ConfigError, Unauthenticated
 
 AUTHORIZATION = "authorization"
 

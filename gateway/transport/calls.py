@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import grpc
 import structlog
 
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
 from gateway.sinks.logging import REQUEST_ID as CURRENT_REQUEST_ID
 from gateway.sinks.metrics import Metrics
 from gateway.transport.status import status_code
@@ -51,6 +51,11 @@ def request_id(context: Any) -> str:
         if key == REQUEST_ID and isinstance(value, str) and 0 < len(value) <= 128:
             return value
     return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+
+
+def current_request_id() -> str:
+    """The id of the request this task is serving (bound by `unary`)."""
+    return CURRENT_REQUEST_ID.get()
 
 
 def _model_of(message: Any) -> tuple[str, str]:

@@ -12,9 +12,10 @@ from tensorflow_serving.apis import (
     status_pb2,
 )
 
-from gateway.errors import InvalidInput, NotFound
-from gateway.lifecycle.manager import VersionManager
-from gateway.lifecycle.states import VersionState
+from gateway.core.errors import InvalidInput, NotFound
+from gateway.core.model_view import Servable
+from gateway.core.protocols import ModelRegistry
+from gateway.core.states import VersionState
 from gateway.sinks.metrics import Metrics
 from gateway.transport.auth import AdminAuth
 from gateway.transport.calls import unary
@@ -37,7 +38,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):  # type: ignor
 
     def __init__(
         self,
-        manager: VersionManager,
+        manager: ModelRegistry[Servable],
         metrics: Metrics,
         reload: ReloadFn,
         auth: AdminAuth | None = None,

@@ -1,42 +1,91 @@
-"""tensorflow.serving.PredictionService: protobuf in, domain call, protobuf out."""
+"""tensorflow.serving.PredictionService: protobuf in, one data-plane call, protobuf out."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
+    inference_pb2,
     predict_pb2,
     prediction_service_pb2_grpc,
     regression_pb2,
 )
 
-from gateway.errors import InvalidInput, Unimplemented
-from gateway.serving.predictor import Predictor, Result, Target
+from gateway.core.errors import InvalidInput, Unimplemented
+from gateway.core.inference import InferenceRequest, InferenceResult, Method
+from gateway.serving.dataplane import DataPlane
 from gateway.sinks.metrics import Metrics
-from gateway.transport.calls import unary
-from gateway.transport.examples import serialized_examples
+from gateway.transport.calls import current_request_id, unary
+from gateway.transport.examples import example_batch
 from gateway.transport.tensors import fill_proto, to_numpy
 
 SIGNATURE_DEF = "signature_def"
+PROTOCOL = "tfs_grpc"
 
 
-def target_of(spec: Any) -> Target:
-    """Domain target from a ModelSpec (version and version_label are a oneof)."""
+def request_of(
+    spec: Any, context: Any, method: Method = Method.PREDICT, **fields: Any
+) -> InferenceRequest:
+    """A data-plane request from a ModelSpec (version and version_label are a oneof) and the
+    call's metadata; `fields` (InferenceRequest fields: the method's inputs, ...) are set on
+    top."""
     if not spec.name:
         raise InvalidInput("model_spec.name: expected a model name, got an empty string")
     choice = spec.WhichOneof("version_choice")
-    return Target(
-        model=spec.name,
-        version=spec.version.value if choice == "version" else None,
-        label=spec.version_label if choice == "version_label" else None,
-        signature=spec.signature_name,
-    )
+    values: dict[str, Any] = {
+        "model": spec.name,
+        "method": method,
+        "version": spec.version.value if choice == "version" else None,
+        "label": spec.version_label if choice == "version_label" else None,
+        "signature": spec.signature_name,
+        "headers": {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)},
+        "request_id": current_request_id(),
+        "protocol": PROTOCOL,
+    }
+    values.update(fields)
+    return InferenceRequest(**values)
 
 
-def fill_spec(spec: Any, result: Result) -> None:
+_TASK_METHODS = {
+    Method.CLASSIFY.signature_method: Method.CLASSIFY,
+    Method.REGRESS.signature_method: Method.REGRESS,
+}
+
+
+def fill_classifications(out: Any, result: InferenceResult) -> None:
+    """A ClassificationResult from a classify signature's `classes` and/or `scores`
+    ([batch, num_classes] each), as TF Serving builds it."""
+    classes = result.outputs.get("classes")
+    scores = result.outputs.get("scores")
+    if classes is None and scores is None:
+        raise InvalidInput(f"signature '{result.signature}' has neither 'classes' nor 'scores'")
+    rows = len(classes) if classes is not None else len(scores)  # type: ignore[arg-type]
+    labels = classes.reshape(rows, -1).tolist() if classes is not None else None
+    values = scores.reshape(rows, -1).tolist() if scores is not None else None
+    width = len((values or labels)[0]) if rows else 0  # type: ignore[index]
+    for i in range(rows):
+        row = out.classifications.add()
+        for j in range(width):
+            c = row.classes.add()
+            if labels is not None:
+                label = labels[i][j]
+                c.label = label.decode() if isinstance(label, bytes) else str(label)
+            if values is not None:
+                c.score = values[i][j]
+
+
+def fill_regressions(out: Any, result: InferenceResult) -> None:
+    """A RegressionResult from a regress signature's `outputs` (one value per example)."""
+    values = result.outputs.get("outputs")
+    if values is None:
+        raise InvalidInput(f"signature '{result.signature}' has no 'outputs' output")
+    for value in values.reshape(len(values), -1)[:, 0].tolist():
+        out.regressions.add(value=float(value))
+
+
+def fill_spec(spec: Any, result: InferenceResult) -> None:
     """Say in the response which version and signature answered."""
     spec.name = result.model
     spec.version.value = result.version
@@ -44,63 +93,101 @@ def fill_spec(spec: Any, result: Result) -> None:
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
-    """Predict, Classify, Regress and GetModelMetadata over the domain `Predictor`."""
+    """Predict, Classify, Regress and GetModelMetadata over the `DataPlane`."""
 
-    def __init__(self, predictor: Predictor, metrics: Metrics) -> None:
-        self.predictor = predictor
+    def __init__(self, plane: DataPlane, metrics: Metrics, typed_outputs: bool = True) -> None:
+        self.plane = plane
         self.metrics = metrics
+        self._typed = typed_outputs
+        """TF Serving's typed value fields (default), else numeric `tensor_content`."""
 
     @unary("Predict")
     async def Predict(self, request: Any, context: Any) -> Any:
         """TF Serving Predict."""
-        target = target_of(request.model_spec)
         inputs = {alias: to_numpy(alias, tensor) for alias, tensor in request.inputs.items()}
-        headers = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
-        result = await self.predictor.predict(target, inputs, list(request.output_filter), headers)
+        result = await self.plane.infer(
+            request_of(
+                request.model_spec,
+                context,
+                inputs=inputs,
+                output_filter=tuple(request.output_filter),
+            )
+        )
         response = predict_pb2.PredictResponse()
         fill_spec(response.model_spec, result)
         for alias, array in result.outputs.items():
-            fill_proto(response.outputs[alias], array)
+            fill_proto(response.outputs[alias], array, self._typed)
         return response
 
     @unary("Classify")
     async def Classify(self, request: Any, context: Any) -> Any:
         """TF Serving Classify over a classify signature taking serialized tf.Example."""
-        target = target_of(request.model_spec)
-        result = await self.predictor.classify(target, serialized_examples(request.input))
+        examples = example_batch(request.input)
+        result = await self.plane.infer(
+            request_of(request.model_spec, context, Method.CLASSIFY, examples=examples)
+        )
         response = classification_pb2.ClassificationResponse()
         fill_spec(response.model_spec, result)
-        classes = result.outputs.get("classes")
-        scores = result.outputs.get("scores")
-        if classes is None and scores is None:
-            raise InvalidInput(f"signature '{result.signature}' has neither 'classes' nor 'scores'")
-        rows = len(classes) if classes is not None else len(scores)  # type: ignore[arg-type]
-        labels = classes.reshape(rows, -1).tolist() if classes is not None else None
-        values = scores.reshape(rows, -1).tolist() if scores is not None else None
-        width = len((values or labels)[0]) if rows else 0  # type: ignore[index]
-        for i in range(rows):
-            out = response.result.classifications.add()
-            for j in range(width):
-                c = out.classes.add()
-                if labels is not None:
-                    label = labels[i][j]
-                    c.label = label.decode() if isinstance(label, bytes) else str(label)
-                if values is not None:
-                    c.score = values[i][j]
+        fill_classifications(response.result, result)
         return response
 
     @unary("Regress")
     async def Regress(self, request: Any, context: Any) -> Any:
         """TF Serving Regress over a regress signature taking serialized tf.Example."""
-        target = target_of(request.model_spec)
-        result = await self.predictor.regress(target, serialized_examples(request.input))
+        examples = example_batch(request.input)
+        result = await self.plane.infer(
+            request_of(request.model_spec, context, Method.REGRESS, examples=examples)
+        )
         response = regression_pb2.RegressionResponse()
         fill_spec(response.model_spec, result)
-        values = result.outputs.get("outputs")
-        if values is None:
-            raise InvalidInput(f"signature '{result.signature}' has no 'outputs' output")
-        for value in values.reshape(len(values), -1)[:, 0].tolist():
-            response.result.regressions.add(value=float(value))
+        fill_regressions(response.result, result)
+        return response
+
+    @unary("MultiInference")
+    async def MultiInference(self, request: Any, context: Any) -> Any:
+        """TF Serving MultiInference: several classify/regress signatures of one model on
+        the same examples, one result per task, all answered by one version (the first
+        task's, routed like any request; the others follow it)."""
+        tasks = list(request.tasks)
+        if not tasks:
+            raise InvalidInput("tasks: expected at least one inference task, got none")
+        model = tasks[0].model_spec.name
+        methods = []
+        seen: set[str] = set()
+        for i, task in enumerate(tasks):
+            if task.model_spec.name != model:
+                raise InvalidInput(
+                    "All ModelSpecs in a MultiInferenceRequest must access the same model name "
+                    f"(tasks[0] names '{model}', tasks[{i}] '{task.model_spec.name}')"
+                )
+            method = _TASK_METHODS.get(task.method_name)
+            if method is None:
+                raise Unimplemented(
+                    f"Unsupported signature method_name: {task.method_name!r} (tasks[{i}]); "
+                    f"MultiInference runs {' and '.join(_TASK_METHODS)} signatures"
+                )
+            signature = task.model_spec.signature_name or "serving_default"
+            if signature in seen:
+                raise InvalidInput(f"Duplicate evaluation of signature: {signature}")
+            seen.add(signature)
+            methods.append(method)
+        examples = example_batch(request.input)
+        response = inference_pb2.MultiInferenceResponse()
+        version: int | None = None
+        for task, method in zip(tasks, methods, strict=True):
+            spec = task.model_spec
+            fields: dict[str, Any] = {"examples": examples}
+            if version is not None:  # every task on the version that answered the first
+                fields.update(version=version, label=None)
+            inference = request_of(spec, context, method, **fields)
+            result = await self.plane.infer(inference)
+            version = result.version
+            out = response.results.add()
+            fill_spec(out.model_spec, result)
+            if method is Method.CLASSIFY:
+                fill_classifications(out.classification_result, result)
+            else:
+                fill_regressions(out.regression_result, result)
         return response
 
     @unary("GetModelMetadata")
@@ -115,8 +202,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 f"metadata_field: unsupported {', '.join(repr(u) for u in unknown)}; "
                 f"supported: '{SIGNATURE_DEF}'"
             )
-        target = target_of(request.model_spec)
-        loaded = self.predictor.loaded(target)
+        loaded = self.plane.resolve(request_of(request.model_spec, context)).loaded
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         response.model_spec.name = loaded.model
         response.model_spec.version.value = loaded.version
@@ -129,10 +215,5 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.metadata[SIGNATURE_DEF].Pack(sigmap)
         return response
 
-    @unary("MultiInference")
-    async def MultiInference(self, request: Any, context: Any) -> Any:
-        """Not supported (TF Serving's multi-head inference)."""
-        raise Unimplemented("MultiInference is not supported by this gateway")
 
-
-__all__ = ["PredictionServicer", "fill_spec", "meta_graph_pb2", "target_of"]
+__all__ = ["PredictionServicer", "fill_spec", "request_of"]

@@ -1,10 +1,10 @@
-"""Error kinds as gRPC status codes (the names come from `gateway.errors`' one table)."""
+"""Error kinds as gRPC status codes (the names come from `gateway.core.errors`' one table)."""
 
 from __future__ import annotations
 
 import grpc
 
-from gateway.errors import ErrorKind
+from gateway.core.errors import ErrorKind
 
 STATUS: dict[ErrorKind, grpc.StatusCode] = {
     kind: getattr(grpc.StatusCode, kind.status_name) for kind in ErrorKind

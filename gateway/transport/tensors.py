@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
-from gateway.errors import InvalidInput
+from gateway.core.dtypes import dtype_code, dtype_name, numpy_dtype
+from gateway.core.errors import InvalidInput
 
 
 @dataclass(frozen=True)
@@ -25,48 +26,36 @@ class _Wire:
     name: str
 
 
+def _wire(code: int, field: str) -> _Wire:
+    dtype = numpy_dtype(code)
+    assert dtype is not None
+    return _Wire(dtype, field, dtype_name(code))
+
+
 _WIRE: dict[int, _Wire] = {
-    types_pb2.DT_FLOAT: _Wire(np.dtype(np.float32), "float_val", "float32"),
-    types_pb2.DT_DOUBLE: _Wire(np.dtype(np.float64), "double_val", "float64"),
-    types_pb2.DT_INT32: _Wire(np.dtype(np.int32), "int_val", "int32"),
-    types_pb2.DT_UINT8: _Wire(np.dtype(np.uint8), "int_val", "uint8"),
-    types_pb2.DT_INT16: _Wire(np.dtype(np.int16), "int_val", "int16"),
-    types_pb2.DT_INT8: _Wire(np.dtype(np.int8), "int_val", "int8"),
-    types_pb2.DT_UINT16: _Wire(np.dtype(np.uint16), "int_val", "uint16"),
-    types_pb2.DT_INT64: _Wire(np.dtype(np.int64), "int64_val", "int64"),
-    types_pb2.DT_UINT32: _Wire(np.dtype(np.uint32), "uint32_val", "uint32"),
-    types_pb2.DT_UINT64: _Wire(np.dtype(np.uint64), "uint64_val", "uint64"),
-    types_pb2.DT_BOOL: _Wire(np.dtype(np.bool_), "bool_val", "bool"),
-    types_pb2.DT_HALF: _Wire(np.dtype(np.float16), "half_val", "float16"),
-    types_pb2.DT_STRING: _Wire(np.dtype(object), "string_val", "string"),
+    code: _wire(code, field)
+    for code, field in (
+        (types_pb2.DT_FLOAT, "float_val"),
+        (types_pb2.DT_DOUBLE, "double_val"),
+        (types_pb2.DT_INT32, "int_val"),
+        (types_pb2.DT_UINT8, "int_val"),
+        (types_pb2.DT_INT16, "int_val"),
+        (types_pb2.DT_INT8, "int_val"),
+        (types_pb2.DT_UINT16, "int_val"),
+        (types_pb2.DT_INT64, "int64_val"),
+        (types_pb2.DT_UINT32, "uint32_val"),
+        (types_pb2.DT_UINT64, "uint64_val"),
+        (types_pb2.DT_BOOL, "bool_val"),
+        (types_pb2.DT_HALF, "half_val"),
+        (types_pb2.DT_STRING, "string_val"),
+    )
 }
-_BY_NUMPY: dict[np.dtype[Any], int] = {
-    w.dtype: code for code, w in _WIRE.items() if w.dtype != np.dtype(object)
-}
-
-
-def dtype_name(code: int) -> str:
-    """Human name of a TF DataType enum value (e.g. 1 -> 'float32')."""
-    wire = _WIRE.get(code)
-    if wire is not None:
-        return wire.name
-    try:
-        return str(types_pb2.DataType.Name(code)).removeprefix("DT_").lower()
-    except ValueError:
-        return f"unknown dtype {code}"
-
-
-def numpy_dtype(code: int) -> np.dtype[Any] | None:
-    """numpy dtype for a TF DataType enum value, or None when unsupported."""
-    wire = _WIRE.get(code)
-    return wire.dtype if wire else None
+"""The request dtypes this codec decodes, and the typed field each uses."""
 
 
 def tf_dtype_code(array: np.ndarray) -> int:
     """TF DataType enum value for a numpy array (bytes/str/object arrays are DT_STRING)."""
-    if array.dtype.kind in "OSU":
-        return int(types_pb2.DT_STRING)
-    code = _BY_NUMPY.get(array.dtype)
+    code = dtype_code(array)
     if code is None:
         raise InvalidInput(f"unsupported output dtype {array.dtype}")
     return code
@@ -129,8 +118,30 @@ def _shape_proto(shape: tuple[int, ...]) -> tensor_shape_pb2.TensorShapeProto:
     )
 
 
-def fill_proto(proto: tensor_pb2.TensorProto, array: np.ndarray) -> None:
-    """Write `array` into `proto` (numeric via tensor_content, strings via string_val)."""
+_TYPED_FIELD: dict[int, str] = {
+    types_pb2.DT_FLOAT: "float_val",
+    types_pb2.DT_DOUBLE: "double_val",
+    types_pb2.DT_INT32: "int_val",
+    types_pb2.DT_UINT8: "int_val",
+    types_pb2.DT_INT16: "int_val",
+    types_pb2.DT_INT8: "int_val",
+    types_pb2.DT_UINT16: "int_val",
+    types_pb2.DT_INT64: "int64_val",
+    types_pb2.DT_UINT32: "uint32_val",
+    types_pb2.DT_UINT64: "uint64_val",
+    types_pb2.DT_BOOL: "bool_val",
+    types_pb2.DT_COMPLEX64: "scomplex_val",
+    types_pb2.DT_COMPLEX128: "dcomplex_val",
+}
+"""The typed value field TF Serving's `AsProtoField` writes for each dtype (half: its
+bit patterns in `half_val`; strings: `string_val`)."""
+
+
+def fill_proto(proto: tensor_pb2.TensorProto, array: np.ndarray, typed: bool = True) -> None:
+    """Write `array` into `proto` as TF Serving does: the typed value fields (`float_val`,
+    `int64_val`, ...; complex as (real, imaginary) pairs, half as its bit patterns), or, with
+    `typed=False`, numeric values as little-endian `tensor_content`. Strings always go in
+    `string_val`."""
     proto.dtype = tf_dtype_code(array)
     proto.tensor_shape.CopyFrom(_shape_proto(array.shape))
     if proto.dtype == types_pb2.DT_STRING:
@@ -140,13 +151,22 @@ def fill_proto(proto: tensor_pb2.TensorProto, array: np.ndarray) -> None:
         else:
             proto.string_val.extend(flat.tolist())
         return
-    proto.tensor_content = (
-        np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
-    )
+    if not typed:
+        proto.tensor_content = (
+            np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+        )
+        return
+    flat = array.reshape(-1)
+    if proto.dtype == types_pb2.DT_HALF:
+        proto.half_val.extend(flat.astype(np.float16, copy=False).view(np.uint16).tolist())
+        return
+    if flat.dtype.kind == "c":
+        flat = flat.view(np.float32 if flat.dtype == np.complex64 else np.float64)
+    getattr(proto, _TYPED_FIELD[proto.dtype]).extend(flat.tolist())
 
 
-def from_numpy(array: np.ndarray) -> tensor_pb2.TensorProto:
-    """Encode a numpy array as a new TensorProto."""
+def from_numpy(array: np.ndarray, typed: bool = True) -> tensor_pb2.TensorProto:
+    """Encode a numpy array as a new TensorProto (see `fill_proto`)."""
     proto = tensor_pb2.TensorProto()
-    fill_proto(proto, np.asarray(array))
+    fill_proto(proto, np.asarray(array), typed)
     return proto

@@ -207,7 +207,7 @@ def test_model_rejecting_input_at_run_time_is_invalid_argument_and_isolated(gw):
 
     def send(req):
         try:
-            return stub.Predict(req, timeout=20).outputs["value"].tensor_content, None
+            return tuple(stub.Predict(req, timeout=20).outputs["value"].float_val), None
         except grpc.RpcError as exc:
             return None, (exc.code(), exc.details())
 

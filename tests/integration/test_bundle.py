@@ -17,7 +17,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 import gateway
 from gateway._proto.gateway.v1 import bundle_pb2, preprocessing_pb2
 from gateway.bundle.format import GOLDEN, MANIFEST, PREPROCESSING, build_manifest
-from gateway.lifecycle.states import VersionState
+from gateway.core.states import VersionState
 from tests.support import in_process, outputs_of, predict_request
 
 RAW = np.array([[1.2], [2.5]], np.float32)

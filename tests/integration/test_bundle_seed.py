@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from tensorflow_serving.apis import get_model_metadata_pb2, prediction_service_pb2_grpc
 
-from gateway.lifecycle.states import VersionState
+from gateway.core.states import VersionState
 from tests.support import outputs_of, predict_request
 
 

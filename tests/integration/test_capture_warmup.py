@@ -3,7 +3,7 @@ requests is accepted, as is, as a version's ``assets.extra/tf_serving_warmup_req
 
 The capture is produced by a real gateway shadowing v1 (keras_a) with v2 (keras_b),
 every compared request captured (``capture.sample_rate: 1``), so the records are
-exactly what `gateway.serving.shadow` and `gateway.sinks.capture` write; the file
+exactly what `gateway.serving.mirror` and `gateway.sinks.capture` write; the file
 is then dropped into a fresh version directory of another model and that version
 must load, report every record as a warmup record, and serve.
 """
@@ -106,8 +106,8 @@ def test_capture_is_accepted_as_a_warmup_file(
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
     from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
+    from gateway.core.states import VersionState
     from gateway.lifecycle.loader import WARMUP_FILE
-    from gateway.lifecycle.states import VersionState
     from tests.support import outputs_of, predict_request
 
     capture, _ = captured
@@ -134,9 +134,10 @@ def test_warmup_really_runs_the_captured_records(
     the record, so the acceptance above is not vacuous."""
     import tensorflow as tf
 
-    from gateway.errors import VersionLoadError
+    from gateway.core.errors import VersionLoadError
     from gateway.lifecycle.loader import WARMUP_FILE, load_saved_model, warmup
     from gateway.sinks.capture import frame_record, read_prediction_logs
+    from gateway.transport.warmup import decode_warmup_record
 
     capture, _ = captured
     version = tmp_path / "v1"
@@ -144,7 +145,7 @@ def test_warmup_really_runs_the_captured_records(
     (version / WARMUP_FILE).parent.mkdir(exist_ok=True)
     shutil.copyfile(capture, version / WARMUP_FILE)
     loaded = load_saved_model("warm", 1, version)
-    assert warmup(loaded) == N_REQUESTS
+    assert warmup(loaded, decode_warmup_record) == N_REQUESTS
 
     logs = list(read_prediction_logs(capture))
     bad = logs[4]
@@ -153,7 +154,7 @@ def test_warmup_really_runs_the_captured_records(
         b"".join(frame_record(log.SerializeToString()) for log in logs)
     )
     with pytest.raises(VersionLoadError, match=r"tf_serving_warmup_requests: record 4 failed"):
-        warmup(loaded)
+        warmup(loaded, decode_warmup_record)
 
 
 def test_capture_with_a_logged_unexpected_feature_is_a_valid_warmup_file(
@@ -164,8 +165,8 @@ def test_capture_with_a_logged_unexpected_feature_is_a_valid_warmup_file(
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
     from gateway.bundle.format import MANIFEST, build_manifest
+    from gateway.core.states import VersionState
     from gateway.lifecycle.loader import WARMUP_FILE
-    from gateway.lifecycle.states import VersionState
     from tests.support import predict_request
 
     base = tmp_path / "fraud"

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
-from gateway.lifecycle.states import VersionState
-from gateway.samples import write_warmup
+from gateway.bundle.warmup import write_warmup
+from gateway.core.states import VersionState
 from tests.support import Traffic, predict_request
 
 X = np.ones((1, 4), np.float32)

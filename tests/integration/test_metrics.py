@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from gateway.lifecycle.states import VersionState
+from gateway.core.states import VersionState
 from tests.support import predict_request
 
 

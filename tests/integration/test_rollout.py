@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
 from gateway.bundle.attach import attach_bundle
 from gateway.routing.router import routing_hash
-from tests.support import predict_request, raising_hook, slow_hook
+from tests.support import predict_request, raising_hook, slow_hook, wait_until
 
 Action = admin_pb2.UpdateRolloutRequest
 NO_GATES = {
@@ -81,6 +80,8 @@ class KeyedTraffic:
         self._lock = threading.Lock()
         self.answers: list[tuple[str, int]] = []
         self.errors: list[tuple[str, str]] = []
+        self.completed = [0] * threads
+        """Requests finished (answered or failed) per thread."""
         self._threads = [
             threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)
         ]
@@ -99,6 +100,7 @@ class KeyedTraffic:
             except grpc.RpcError as exc:
                 with self._lock:
                     self.errors.append((key, f"{exc.code().name}: {exc.details()}"))
+            self.completed[offset] += 1
             i += len(self._threads)
 
     def __enter__(self) -> KeyedTraffic:
@@ -110,6 +112,9 @@ class KeyedTraffic:
         self._stop.set()
         for t in self._threads:
             t.join(30)
+        stuck = sum(t.is_alive() for t in self._threads)
+        if stuck and exc[0] is None:
+            raise AssertionError(f"{stuck} traffic thread(s) still running 30 s after stop")
 
 
 def _admin(gw) -> Any:
@@ -117,13 +122,20 @@ def _admin(gw) -> Any:
 
 
 def _wait_status(gw, statuses: set[str], timeout: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
+    last: list[Any] = []
+
+    def reached() -> Any:
         s = _admin(gw).GetRollout(admin_pb2.GetRolloutRequest(model="m"))
-        if s.status in statuses:
-            return s
-        assert time.monotonic() < deadline, f"rollout stuck: {s}"
-        time.sleep(0.05)
+        last[:] = [s]
+        return s if s.status in statuses else None
+
+    return wait_until(
+        reached,
+        timeout,
+        f"the rollout to reach one of {sorted(statuses)}",
+        seen=lambda: f"rollout stuck: {last}",
+        interval=0.05,  # each check is an admin RPC
+    )
 
 
 def test_good_candidate_is_promoted_through_every_step(shadow_models, tmp_path, gateway_factory):
@@ -202,7 +214,23 @@ def test_bad_candidate_is_rolled_back_with_the_gate_named(
     with KeyedTraffic(gw.channel, shadow_models["x"]) as traffic:
         admin.UpdateRollout(Action(model="m", action=Action.START))
         final = _wait_status(gw, {"promoted", "rolled_back", "paused"})
-        time.sleep(0.3)  # traffic after the rollback goes to the primary only
+        # traffic after the rollback goes to the primary only: wait until each thread
+        # finished the request it may have had in flight (sent before the rollback),
+        # then for 20 answers to requests sent after it
+        marks = list(traffic.completed)
+        wait_until(
+            lambda: all(c > m for c, m in zip(traffic.completed, marks, strict=True)),
+            60,
+            "every traffic thread to finish its request sent before the rollback",
+            seen=lambda: f"completed {traffic.completed}, at the rollback {marks}",
+        )
+        after = len(traffic.answers)
+        wait_until(
+            lambda: len(traffic.answers) >= after + 20,
+            60,
+            "20 answers to requests sent after the rollout ended",
+            seen=lambda: f"{len(traffic.answers) - after} (errors: {traffic.errors[-3:]})",
+        )
     assert final.status == "rolled_back", final
     assert final.weight == 0.0 and final.failed_gate.startswith(gate), final.failed_gate
     last = final.history[-1]
@@ -309,15 +337,23 @@ def test_feature_skew_of_the_canary_rolls_back(seed_bundle, tmp_path, gateway_fa
     admin.UpdateRollout(Action(model="m", action=Action.START))
     stub = prediction_service_pb2_grpc.PredictionServiceStub(gw.channel)
     rng = np.random.default_rng(5)
-    status = None
-    for i in range(200):
+    sent: list[Any] = []  # the rollout status after each drifted request
+
+    def left_running() -> Any:
         x = rng.uniform(2.5, 4, size=(5, 1)).astype(np.float32)
-        resp = stub.Predict(predict_request("m", {"x": x}), metadata=[("x-user-id", f"u{i}")])
+        key = f"u{len(sent)}"
+        resp = stub.Predict(predict_request("m", {"x": x}), metadata=[("x-user-id", key)])
         assert resp.model_spec.version.value in (1, 2)
-        status = admin.GetRollout(admin_pb2.GetRolloutRequest(model="m"))
-        if status.status != "running":
-            break
-        time.sleep(0.01)
+        sent.append(admin.GetRollout(admin_pb2.GetRolloutRequest(model="m")))
+        return sent[-1] if sent[-1].status != "running" else None
+
+    # drifted traffic until the controller (ticking every 0.05 s) ends the rollout
+    status = wait_until(
+        left_running,
+        60,
+        "the rollout to leave `running` under drifted traffic",
+        seen=lambda: f"{len(sent)} requests sent, last status {sent[-1:]}",
+    )
     assert status is not None and status.status == "rolled_back", status
     assert status.failed_gate.startswith("feature_skew="), status.failed_gate
     assert float(status.failed_gate.split("=")[1].split()[0]) > 0.1

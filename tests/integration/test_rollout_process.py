@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
 from gateway.routing.router import routing_hash
 from gateway.workers import free_port
-from tests.support import GatewayProcess, predict_request, run_cli
+from tests.support import GatewayProcess, predict_request, run_cli, wait_until
 
 KEYS = [f"user-{i}" for i in range(200)]
 
@@ -64,16 +63,41 @@ def _config(tmp_path: Path, base: Path, port: int, **server: Any) -> dict[str, A
 
 def _wait_both_available(channel: grpc.Channel, timeout: float = 120.0) -> None:
     admin = admin_pb2_grpc.AdminServiceStub(channel)
-    deadline = time.monotonic() + timeout
-    while True:
+    last: list[Any] = ["no answer yet"]
+
+    def both_available() -> bool:
         try:
             (model,) = admin.GetStatus(admin_pb2.GetStatusRequest(model="m"), timeout=5).models
-            if {v.version for v in model.versions if v.state == "AVAILABLE"} >= {1, 2}:
-                return
-        except grpc.RpcError:
-            pass
-        assert time.monotonic() < deadline, "versions 1 and 2 never both AVAILABLE"
-        time.sleep(0.1)
+        except grpc.RpcError as exc:
+            last[0] = f"{exc.code().name}: {exc.details()}"
+            return False
+        last[0] = {v.version: v.state for v in model.versions}
+        return {v.version for v in model.versions if v.state == "AVAILABLE"} >= {1, 2}
+
+    wait_until(
+        both_available,
+        timeout,
+        "versions 1 and 2 both AVAILABLE",
+        seen=lambda: last[0],
+        interval=0.1,
+    )
+
+
+def _wait_weight(channel: grpc.Channel, weight: float, who: str, timeout: float = 30) -> None:
+    admin = admin_pb2_grpc.AdminServiceStub(channel)
+    seen: list[float] = []
+
+    def followed() -> bool:
+        seen.append(admin.GetRollout(admin_pb2.GetRolloutRequest(model="m")).weight)
+        return seen[-1] == weight
+
+    wait_until(
+        followed,
+        timeout,
+        f"{who} to follow to weight {weight}",
+        seen=lambda: f"weight {seen[-1:]}",
+        interval=0.05,  # each check is an admin RPC
+    )
 
 
 def _assignments(channel: grpc.Channel, x: Any) -> dict[str, int]:
@@ -243,15 +267,24 @@ def test_two_replicas_behind_nginx_send_every_key_to_the_same_version(shadow_mod
         )
         channel = grpc.insecure_channel(f"127.0.0.1:{lb}")
         admin = admin_pb2_grpc.AdminServiceStub(channel)
-        deadline = time.monotonic() + 30
-        while True:  # nginx needs a moment to listen
+        through_lb: list[str] = ["no answer yet"]
+
+        def balancer_answers() -> bool:  # nginx needs a moment to listen
             try:
                 admin.GetStatus(admin_pb2.GetStatusRequest(), timeout=2)
-                break
-            except grpc.RpcError:
+                return True
+            except grpc.RpcError as exc:
                 assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+                through_lb[0] = f"{exc.code().name}: {exc.details()}"
+                return False
+
+        wait_until(
+            balancer_answers,
+            30,
+            f"GetStatus through nginx on 127.0.0.1:{lb}",
+            seen=lambda: through_lb[0],
+            interval=0.1,
+        )
         # start through the balancer (lands on one replica); the other follows the shared state
         Action = admin_pb2.UpdateRolloutRequest
         admin.UpdateRollout(Action(model="m", action=Action.START))
@@ -259,11 +292,7 @@ def test_two_replicas_behind_nginx_send_every_key_to_the_same_version(shadow_mod
         rollout_id = status.rollout_id
         for p in (p1, p2):
             with grpc.insecure_channel(f"127.0.0.1:{p}") as ch:
-                direct = admin_pb2_grpc.AdminServiceStub(ch)
-                deadline = time.monotonic() + 30
-                while direct.GetRollout(admin_pb2.GetRolloutRequest(model="m")).weight != 25:
-                    assert time.monotonic() < deadline, f"replica on {p} did not follow"
-                    time.sleep(0.05)
+                _wait_weight(ch, 25, f"the replica on {p}")
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         x = shadow_models["x"][:1]
         seen: dict[str, set[int]] = {}

@@ -16,7 +16,14 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from gateway.report.cli import main as report_main
 from gateway.workers import free_port
-from tests.support import outputs_of, predict_request, slow_hook, wait_compared
+from tests.support import (
+    outputs_of,
+    predict_request,
+    slow_hook,
+    wait_compared,
+    wait_serving,
+    wait_until,
+)
 
 
 def _repo(tmp_path: Path, versions: dict[int, Path]) -> Path:
@@ -256,7 +263,7 @@ def test_unwritable_divergence_log_does_not_stop_serving(shadow_models, tmp_path
         )
     (lane,) = wait_compared(gw, "m", 40)
     assert lane.compared == 40
-    gw.gateway.mirror._log.flush(5)
+    assert gw.gateway.mirror._log.flush(5), "the divergence log did not flush within 5 s"
     dropped = gw.gateway.metrics.registry.get_sample_value(
         "gateway_divergence_log_dropped_total", {"reason": "io_error"}
     )
@@ -311,8 +318,10 @@ def test_sigkill_during_logging_leaves_a_parseable_log(shadow_models, tmp_path):
     stop = threading.Event()
     try:
         assert proc.stdout is not None and proc.stdout.readline().startswith("listening")
+        wait_serving(f"127.0.0.1:{port}", "m")  # traffic starts once the model answers
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        errors: list[str] = []
 
         def traffic():
             i = 0
@@ -322,19 +331,23 @@ def test_sigkill_during_logging_leaves_a_parseable_log(shadow_models, tmp_path):
                         predict_request("m", {"x": shadow_models["x"][i % 600 : i % 600 + 1]}),
                         timeout=5,
                     )
-                except grpc.RpcError:
-                    time.sleep(0.05)
+                except grpc.RpcError as exc:
+                    errors.append(f"{exc.code().name}: {exc.details()}")
                 i += 1
 
         threads = [threading.Thread(target=traffic, daemon=True) for _ in range(4)]
         for t in threads:
             t.start()
-        deadline = time.monotonic() + 120
-        while len(list(log_path.parent.glob("divergence.jsonl*"))) < 2:  # rotated at least once
-            assert time.monotonic() < deadline, (
-                "the gateway should have written and rotated the log"
-            )
-            time.sleep(0.1)
+        wait_until(
+            lambda: len(list(log_path.parent.glob("divergence.jsonl*"))) >= 2,
+            120,
+            "the gateway to write and rotate the divergence log at least once",
+            seen=lambda: (
+                f"files {sorted(f.name for f in log_path.parent.glob('divergence.jsonl*'))}, "
+                f"{len(errors)} traffic errors (last {errors[-3:]})"
+            ),
+            interval=0.1,
+        )
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:

@@ -31,6 +31,7 @@ from gateway.sinks.capture import CaptureWriter, iter_tfrecords, read_prediction
 from gateway.sinks.divergence_log import SCHEMA
 from gateway.sinks.jsonl import JsonlWriter
 from gateway.workers import free_port
+from tests.support import wait_until
 
 ROTATE_BYTES = 64 * 1024
 
@@ -94,11 +95,14 @@ def _kill_while_writing(script: str, path: Path, run: str, min_rotations: int) -
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == b"ready"
-        deadline = time.monotonic() + 60
         marker = path.with_name(f"{path.name}.{min_rotations}")
-        while not marker.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert marker.exists(), "the writer did not rotate in time"
+        wait_until(
+            marker.exists,
+            60,
+            f"the writer to rotate {min_rotations} times ({marker.name})",
+            seen=lambda: [f.name for f in _files(path)],
+        )
+        # time is the behaviour: SIGKILL at an arbitrary moment of the write stream
         time.sleep(random.uniform(0.0, 0.2))
     finally:
         proc.send_signal(signal.SIGKILL)

@@ -226,7 +226,7 @@ def test_admin_status_and_reload_and_tfs_reload(served):
     changes = list(admin.ReloadConfig(admin_pb2.ReloadConfigRequest()).changes)
     assert "removed model est" in changes and "updated model keras" in changes
     served.monitor.wait_for(
-        "keras", 2, {__import__("gateway.lifecycle.states", fromlist=["x"]).VersionState.END}
+        "keras", 2, {__import__("gateway.core.states", fromlist=["x"]).VersionState.END}
     )
     with pytest.raises(grpc.RpcError) as err:
         stub(served).Predict(predict_request("est", {"x": X}))
@@ -242,7 +242,7 @@ def test_admin_status_and_reload_and_tfs_reload(served):
     mc.model_version_policy.latest.num_versions = 1
     reply = ms.HandleReloadConfigRequest(model_management_pb2.ReloadConfigRequest(config=cfg_proto))
     assert reply.status.error_code == 0
-    from gateway.lifecycle.states import VersionState
+    from gateway.core.states import VersionState
 
     served.monitor.wait_for("est2", 1, {VersionState.AVAILABLE})
     assert stub(served).Regress(_regress("est2")).result.regressions[0].value == 3.0

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import parse_config
-from gateway.errors import ConfigError
+from gateway.core.errors import ConfigError
 
 
 def test_defaults_and_relative_paths(tmp_path: Path):
@@ -78,3 +78,21 @@ def test_each_worker_gets_its_own_divergence_log_capture_and_replica(tmp_path):
     assert w1.models[1].capture.path is None
     assert w1.rollouts.state_dir == config.rollouts.state_dir  # shared by design
     assert per_worker(config, 0).logging.divergence_log != w1.logging.divergence_log
+
+
+def test_config_imports_nothing_of_the_project_but_the_errors():
+    import subprocess
+    import sys
+
+    code = "import sys, gateway.config; print(*(m for m in sys.modules if m.startswith('gateway')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    allowed = {"gateway", "gateway.config", "gateway.core", "gateway.core.errors"}
+    assert set(out.stdout.split()) <= allowed
+
+
+def test_feature_check_actions_are_completed_with_the_defaults():
+    from gateway.config import DEFAULT_CHECK_ACTIONS, FeatureChecksConfig
+
+    assert FeatureChecksConfig().actions == dict(DEFAULT_CHECK_ACTIONS)
+    given = FeatureChecksConfig.model_validate({"actions": {"out_of_range": "reject"}})
+    assert given.actions == {**DEFAULT_CHECK_ACTIONS, "out_of_range": "reject"}

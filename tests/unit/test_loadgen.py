@@ -385,7 +385,9 @@ class FakeServer:
                     )
                 )
                 if behaviour.stall_at is not None and n == behaviour.stall_at:
-                    time.sleep(behaviour.stall_s)  # blocks the whole server loop: a real stall
+                    # time is the behaviour: a stall of stall_s that blocks the whole
+                    # server loop, which the open-loop latencies must show
+                    time.sleep(behaviour.stall_s)
                 if behaviour.fail_every and n % behaviour.fail_every == 0:
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad request")
                 return reply

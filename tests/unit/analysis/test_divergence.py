@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,14 @@ from gateway.analysis.divergence import (
     infer_kind,
     js_divergence,
 )
+from gateway.config import OutputRuleConfig, parse_config
+from gateway.core.errors import ConfigError
+
+
+def rule(**kw: Any) -> OutputRule:
+    """The rule of a `divergence.<output>` block with these keys (the config's defaults for
+    the others)."""
+    return OutputRule.from_config(OutputRuleConfig.model_validate(kw))
 
 
 def _js_by_hand(p: list[float], q: list[float]) -> float:
@@ -58,7 +67,7 @@ def test_js_renormalises_and_is_symmetric() -> None:
 def test_probabilities_metrics_by_hand() -> None:
     primary = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
     shadow = np.array([[0.2, 0.7, 0.1], [0.1, 0.3, 0.6]])
-    m = compare_output(primary, shadow, OutputRule(kind="probabilities", top_k=1))
+    m = compare_output(primary, shadow, rule(kind="probabilities", top_k=1))
     assert m.kind == "probabilities"
     assert m.label_flip is True
     assert m.top1_agreement == 0.5
@@ -74,11 +83,11 @@ def test_probabilities_metrics_by_hand() -> None:
 def test_topk_overlap() -> None:
     primary = np.array([[0.4, 0.3, 0.2, 0.1]])
     shadow = np.array([[0.1, 0.3, 0.2, 0.4]])
-    m2 = compare_output(primary, shadow, OutputRule(kind="probabilities", top_k=2))
+    m2 = compare_output(primary, shadow, rule(kind="probabilities", top_k=2))
     assert m2.topk_overlap == 0.5  # {0,1} vs {3,1}
-    m3 = compare_output(primary, shadow, OutputRule(kind="probabilities", top_k=3))
+    m3 = compare_output(primary, shadow, rule(kind="probabilities", top_k=3))
     assert m3.topk_overlap == pytest.approx(2 / 3)  # {0,1,2} vs {3,1,2}
-    m9 = compare_output(primary, shadow, OutputRule(kind="probabilities", top_k=9))
+    m9 = compare_output(primary, shadow, rule(kind="probabilities", top_k=9))
     assert m9.topk_overlap == 1.0  # k capped at the number of classes
 
 
@@ -89,13 +98,13 @@ def test_probability_thresholds() -> None:
     assert m.kind == "probabilities"
     assert m.max_abs == pytest.approx(0.04)
     assert m.diverged is False
-    assert compare_output(primary, small, OutputRule(max_abs=0.03)).diverged is True
+    assert compare_output(primary, small, rule(max_abs=0.03)).diverged is True
     js = _js_by_hand([0.6, 0.4], [0.56, 0.44])
-    assert compare_output(primary, small, OutputRule(max_js=js * 0.9)).diverged is True
-    assert compare_output(primary, small, OutputRule(max_js=js * 1.1)).diverged is False
+    assert compare_output(primary, small, rule(max_js=js * 0.9)).diverged is True
+    assert compare_output(primary, small, rule(max_js=js * 1.1)).diverged is False
     flipped = np.array([[0.49, 0.51]])
-    assert compare_output(primary, flipped, OutputRule(max_abs=0.2)).diverged is True
-    no_flip_rule = OutputRule(max_abs=0.2, label_flip=False)
+    assert compare_output(primary, flipped, rule(max_abs=0.2)).diverged is True
+    no_flip_rule = rule(max_abs=0.2, label_flip=False)
     m = compare_output(primary, flipped, no_flip_rule)
     assert m.label_flip is True
     assert m.diverged is False
@@ -113,13 +122,13 @@ def test_probabilities_with_extra_dims_flatten_leading_dims() -> None:
 
 def test_logits_get_softmax() -> None:
     logits = np.array([[2.0, 1.0, 0.0]])
-    m = compare_output(logits, logits + 5.0, OutputRule(kind="logits"))  # softmax shift-invariant
+    m = compare_output(logits, logits + 5.0, rule(kind="logits"))  # softmax shift-invariant
     assert m.kind == "logits"
     assert m.max_abs == pytest.approx(0.0, abs=1e-12)
     assert m.diverged is False
     a = np.array([[0.0, math.log(3.0)]])  # softmax -> [0.25, 0.75]
     b = np.array([[math.log(3.0), 0.0]])  # -> [0.75, 0.25]
-    m = compare_output(a, b, OutputRule(kind="logits"))
+    m = compare_output(a, b, rule(kind="logits"))
     assert m.max_abs == pytest.approx(0.5)
     assert m.label_flip is True
     assert m.js_max == pytest.approx(_js_by_hand([0.25, 0.75], [0.75, 0.25]))
@@ -131,13 +140,13 @@ def test_logits_get_softmax() -> None:
 def test_regression_abs_rel_and_within() -> None:
     a = np.array([[2.0], [-4.0]])
     b = np.array([[2.002], [-4.0]])
-    m = compare_output(a, b, OutputRule(kind="regression", atol=1e-3, rtol=0.0))
+    m = compare_output(a, b, rule(kind="regression", atol=1e-3, rtol=0.0))
     assert m.max_abs == pytest.approx(0.002)
     assert m.max_rel == pytest.approx(0.001)  # 0.002 / |2.0|
     assert m.within is False
     assert m.diverged is True
     # rtol scales with |b| like np.allclose: 0.002 <= 1e-6 + 1e-3 * 2.002
-    m = compare_output(a, b, OutputRule(kind="regression", atol=1e-6, rtol=1e-3))
+    m = compare_output(a, b, rule(kind="regression", atol=1e-6, rtol=1e-3))
     assert m.within is True
     assert m.diverged is False
     assert m.within == bool(np.allclose(a, b, rtol=1e-3, atol=1e-6))
@@ -201,9 +210,9 @@ def test_schema_divergences() -> None:
 
 
 def test_configured_kind_that_cannot_apply_is_schema() -> None:
-    m = compare_output(np.array([0.5, 0.5]), np.array([0.5, 0.5]), OutputRule(kind="logits"))
+    m = compare_output(np.array([0.5, 0.5]), np.array([0.5, 0.5]), rule(kind="logits"))
     assert m.kind == "schema"
-    s = compare_output(np.array(["a"]), np.array(["a"]), OutputRule(kind="regression"))
+    s = compare_output(np.array(["a"]), np.array(["a"]), rule(kind="regression"))
     assert s.kind == "schema"
 
 
@@ -225,7 +234,7 @@ def test_infer_kind() -> None:
 
 def test_empty_batch() -> None:
     assert compare_output(np.zeros((0, 3)), np.zeros((0, 3))).diverged is False
-    p = OutputRule(kind="probabilities")
+    p = rule(kind="probabilities")
     assert compare_output(np.zeros((0, 3)), np.zeros((0, 3)), p).diverged is False
     assert compare_output(np.zeros((0,), dtype=int), np.zeros((0,), dtype=int)).diverged is False
 
@@ -237,7 +246,7 @@ def test_comparison_to_json_matches_log_schema() -> None:
     c = compare(
         {"scores": np.array([[0.9, 0.1]]), "value": np.array([1.0]), "label": np.array([3])},
         {"scores": np.array([[0.4, 0.6]]), "value": np.array([1.0]), "label": np.array([3])},
-        {"value": OutputRule.from_dict({"kind": "regression", "atol": 1e-3, "rtol": 1e-2})},
+        {"value": rule(kind="regression", atol=1e-3, rtol=1e-2)},
     )
     out = c.to_json()
     assert list(out) == ["scores", "value", "label"]
@@ -270,12 +279,20 @@ def test_comparison_to_json_matches_log_schema() -> None:
 # --- OutputRule ------------------------------------------------------------------------
 
 
-def test_output_rule_from_dict() -> None:
-    r = OutputRule.from_dict({"kind": "probabilities", "label_flip": True, "max_abs": 0.05})
-    assert r == OutputRule(kind="probabilities", label_flip=True, max_abs=0.05)
-    r = OutputRule.from_dict({"kind": "regression", "atol": 1e-3, "rtol": 1e-2})
+def test_output_rule_from_config() -> None:
+    r = rule(kind="probabilities", label_flip=True, max_abs=0.05)
+    assert r == OutputRule(
+        kind="probabilities",
+        atol=1e-6,
+        rtol=1e-5,
+        max_abs=0.05,
+        max_js=None,
+        label_flip=True,
+        top_k=3,
+    )
+    r = rule(kind="regression", atol=1e-3, rtol=1e-2)
     assert (r.kind, r.atol, r.rtol) == ("regression", 1e-3, 1e-2)
-    assert OutputRule.from_dict({"max_js": None, "top_k": 5}).top_k == 5
+    assert rule(max_js=None, top_k=5).top_k == 5
 
 
 @pytest.mark.parametrize(
@@ -292,14 +309,15 @@ def test_output_rule_from_dict() -> None:
         ({"tolerance": 1}, "tolerance"),
     ],
 )
-def test_output_rule_errors_name_the_key(data: dict[str, Any], key: str) -> None:
-    with pytest.raises(ValueError, match=rf"^{key}: "):
-        OutputRule.from_dict(data)
+def test_output_rule_errors_name_the_key(data: dict[str, Any], key: str, tmp_path: Path) -> None:
+    model = {"name": "m", "base_path": ".", "divergence": {"y": data}}
+    with pytest.raises(ConfigError, match=rf"^models\[0\]\.divergence\.y\.{key}: "):
+        parse_config({"models": [model]}, tmp_path)
 
 
 def test_output_rule_is_frozen() -> None:
     with pytest.raises(AttributeError):
-        OutputRule().atol = 1.0  # type: ignore[misc]
+        rule().atol = 1.0  # type: ignore[misc]
 
 
 # --- noise floor -----------------------------------------------------------------------
@@ -462,9 +480,9 @@ def test_compare_batch_equals_compare_per_request(rows, seed, noise, nan):
         primary["value"][0, 0] = np.nan
         shadow["value"][-1, -1] = np.nan
     rules = {
-        "value": OutputRule(kind="regression", atol=1e-3, rtol=1e-2),
-        "logit": OutputRule(kind="logits", max_js=0.01),
-        "seq": OutputRule(kind="probabilities", top_k=2),
+        "value": rule(kind="regression", atol=1e-3, rtol=1e-2),
+        "logit": rule(kind="logits", max_js=0.01),
+        "seq": rule(kind="probabilities", top_k=2),
     }
     got = compare_batch(primary, shadow, rows, rules)
     want = [

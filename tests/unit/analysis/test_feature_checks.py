@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -10,12 +12,13 @@ from gateway.analysis.feature_checks import (
     CheckConfig,
     CheckKind,
     FeatureChecker,
-    FeatureCheckOverride,
     Mismatch,
     rejects,
     worst_action,
 )
 from gateway.analysis.statistics import compute_statistics
+from gateway.config import FeatureChecksConfig, parse_config
+from gateway.core.errors import ConfigError
 
 # x: min 1, max 3, mean 2, std sqrt(2/3) ~ 0.8165
 TRAIN = {
@@ -29,8 +32,13 @@ STATS = compute_statistics(TRAIN, categorical={"code"})
 QUIET = {k: Action.IGNORE for k in CheckKind}
 
 
+def _config(**kw: object) -> CheckConfig:
+    """The checks of a `feature_checks` block with these keys."""
+    return CheckConfig.from_config(FeatureChecksConfig.model_validate(kw))
+
+
 def _checker(**kw: object) -> FeatureChecker:
-    return FeatureChecker(STATS, CheckConfig(**kw))  # type: ignore[arg-type]
+    return FeatureChecker(STATS, _config(**kw))
 
 
 def _ok_batch(rows: int = 2) -> dict[str, np.ndarray]:
@@ -180,27 +188,27 @@ def test_actions_config_and_per_feature_overrides() -> None:
     batch = _ok_batch(1)
     batch["x"] = np.array([[400.0]], dtype=np.float32)
     batch["ssn"] = np.array([1000.0])
-    cfg = CheckConfig(
+    cfg = _config(
         actions={CheckKind.OUT_OF_RANGE: Action.REJECT, CheckKind.Z_SCORE: Action.IGNORE},
-        per_feature={"ssn": FeatureCheckOverride(actions={CheckKind.OUT_OF_RANGE: Action.IGNORE})},
+        per_feature={"ssn": {"actions": {CheckKind.OUT_OF_RANGE: Action.IGNORE}}},
     )
     ms = FeatureChecker(STATS, cfg).check(batch)
     assert [(m.feature, m.kind, m.action) for m in ms] == [
         ("x", CheckKind.OUT_OF_RANGE, Action.REJECT)
     ]
-    quiet = FeatureChecker(STATS, CheckConfig(actions=QUIET))
+    quiet = FeatureChecker(STATS, _config(actions=QUIET))
     assert quiet.check({"junk": np.zeros(1)}) == []
     assert quiet.features == frozenset(TRAIN)  # what a caller keeps when it drops the rest
     # plain strings are accepted and normalized to the enums
-    loose = CheckConfig(actions={"out_of_range": "ignore", "z_score": "ignore"})  # type: ignore[dict-item]
+    loose = _config(actions={"out_of_range": "ignore", "z_score": "ignore"})
     assert loose.action(CheckKind.OUT_OF_RANGE, "x") is Action.IGNORE
     assert FeatureChecker(STATS, loose).check(batch) == []
 
 
 def test_per_feature_margin_and_threshold() -> None:
-    cfg = CheckConfig(
+    cfg = _config(
         actions={CheckKind.Z_SCORE: Action.IGNORE},
-        per_feature={"x": FeatureCheckOverride(margin=1.0)},
+        per_feature={"x": {"margin": 1.0}},
     )
     batch = _ok_batch(1)
     batch["x"] = np.array([[4.9]], dtype=np.float32)  # allowed [-1, 5]
@@ -208,25 +216,33 @@ def test_per_feature_margin_and_threshold() -> None:
     assert cfg.z_threshold_for("x") == 6.0 and cfg.margin_for("n") == 0.0
 
 
-def test_config_from_dict() -> None:
-    cfg = CheckConfig.from_dict(
-        {
-            "actions": {"out_of_range": "reject"},
-            "margin": 0.25,
-            "z_threshold": 4,
-            "sensitive_features": ["ssn"],
-            "per_feature": {"x": {"actions": {"z_score": "ignore"}, "z_threshold": 3}},
-        }
+def test_config_from_config(tmp_path: Path) -> None:
+    cfg = CheckConfig.from_config(
+        FeatureChecksConfig.model_validate(
+            {
+                "actions": {"out_of_range": "reject"},
+                "margin": 0.25,
+                "z_threshold": 4,
+                "sensitive_features": ["ssn"],
+                "per_feature": {"x": {"actions": {"z_score": "ignore"}, "z_threshold": 3}},
+            }
+        )
     )
     assert cfg.action(CheckKind.OUT_OF_RANGE, "x") is Action.REJECT
     assert cfg.action(CheckKind.Z_SCORE, "x") is Action.IGNORE
     assert cfg.action(CheckKind.Z_SCORE, "n") is Action.LOG
     assert cfg.z_threshold_for("x") == 3.0 and cfg.margin == 0.25
     assert cfg.sensitive_features == frozenset({"ssn"})
-    with pytest.raises(ValueError, match="bad check action"):
-        CheckConfig.from_dict({"actions": {"out_of_range": "explode"}})
-    with pytest.raises(ValueError, match="unknown check config key"):
-        CheckConfig.from_dict({"marg": 1})
+
+    def parse(checks: dict[str, object]) -> None:
+        model = {"name": "m", "base_path": ".", "feature_checks": checks}
+        parse_config({"models": [model]}, tmp_path)
+
+    bad_action = r"feature_checks\.actions\.out_of_range: Input should be 'ignore', 'log' or"
+    with pytest.raises(ConfigError, match=bad_action):
+        parse({"actions": {"out_of_range": "explode"}})
+    with pytest.raises(ConfigError, match=r"feature_checks\.marg: unknown key"):
+        parse({"marg": 1})
 
 
 def test_string_and_bytes_flavours_for_categorical() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gateway.analysis.skew import (
-    SkewConfig,
+    SkewRules,
     SkewThresholds,
     SkewWindow,
     categorical_linf,
@@ -17,6 +17,12 @@ from gateway.analysis.skew import (
     psi,
 )
 from gateway.analysis.statistics import FeatureStatistics, compute_statistics
+from gateway.config import SkewConfig
+
+
+def rules(**kw: object) -> SkewRules:
+    """The rules of a `skew` block with these keys (the config's defaults for the others)."""
+    return SkewRules.from_config(SkewConfig.model_validate(kw))
 
 
 class FakeClock:
@@ -68,14 +74,14 @@ def _small_stats() -> FeatureStatistics:
 
 def test_window_metrics_equal_hand_computed_values_with_overflow_buckets() -> None:
     stats = _small_stats()
-    w = SkewWindow(stats, SkewConfig(min_values=1), max_values=100)
+    w = SkewWindow(stats, rules(min_values=1), max_values=100)
     # buckets: (<0) [0, 1.5) [1.5, 3] (>3); training (0, 2, 2, 0)
     w.add({"x": np.array([0.0, 1.0, 1.5, 3.0]), "c": np.array(["a", "b"])})
     r = w.report()
     assert r["x"].num_values == 4 and r["x"].js == 0.0 and r["x"].linf == 0.0
     assert r["x"].psi == pytest.approx(0.0)
     # -5 is below the training min, the tens above the max: training never had that mass
-    w2 = SkewWindow(stats, SkewConfig(min_values=1), max_values=100)
+    w2 = SkewWindow(stats, rules(min_values=1), max_values=100)
     w2.add({"x": np.array([-5.0, 0.0, 10.0, 10.0])})
     w2.add({"x": np.array([np.nan, np.inf, -np.inf])})  # non-finite values are left out
     r = w2.report()
@@ -92,7 +98,7 @@ def test_window_metrics_equal_hand_computed_values_with_overflow_buckets() -> No
         sum((y - x) * math.log(y / x) for x, y in zip(e, a, strict=True))
     )
     # a stream entirely beyond the training max is as far from training as it gets
-    w3 = SkewWindow(stats, SkewConfig(min_values=1), max_values=100)
+    w3 = SkewWindow(stats, rules(min_values=1), max_values=100)
     w3.add({"x": np.full(10, 400.0)})
     assert w3.report()["x"].js == 1.0 and w3.report()["x"].linf == 1.0
     # categorical: buckets a, b, c, other; training (2, 1, 1, 0), serving (1, 1, 0, 0)
@@ -108,7 +114,7 @@ def test_window_metrics_equal_hand_computed_values_with_overflow_buckets() -> No
 
 def test_constant_training_feature_counts_any_other_value_as_drift() -> None:
     stats = compute_statistics({"k": np.full(50, 7.0)})
-    w = SkewWindow(stats, SkewConfig(min_values=1), max_values=100)
+    w = SkewWindow(stats, rules(min_values=1), max_values=100)
     w.add({"k": np.full(10, 7.0)})
     assert w.report()["k"].js == 0.0
     w.add({"k": np.full(10, 7.5)})
@@ -158,9 +164,9 @@ def test_drifting_stream_crosses_threshold_and_training_stream_does_not() -> Non
         "c": rng.choice(["a", "b", "c", "d"], 20_000, p=[0.4, 0.3, 0.2, 0.1]),
     }
     stats = compute_statistics(train)
-    config = SkewConfig(
-        numeric=SkewThresholds(js=0.05, psi=0.2),
-        categorical=SkewThresholds(linf=0.1),
+    config = rules(
+        numeric={"js": 0.05, "psi": 0.2},
+        categorical={"linf": 0.1},
         min_values=500,
     )
     clock = FakeClock()
@@ -190,13 +196,13 @@ def test_drifting_stream_crosses_threshold_and_training_stream_does_not() -> Non
 
 def test_min_values_and_per_feature_thresholds() -> None:
     stats = _small_stats()
-    cfg = SkewConfig(min_values=10, per_feature={"x": SkewThresholds(linf=0.9)})
+    cfg = rules(min_values=10, per_feature={"x": {"linf": 0.9}})
     w = SkewWindow(stats, cfg, max_values=100)
     w.add({"x": np.full(5, 3.0)})
     assert w.report()["x"].crossed == ()  # too few values
     w.add({"x": np.full(5, 3.0)})
     assert w.report()["x"].crossed == ()  # linf 0.5 <= 0.9, js not checked
-    assert w.report()["x"].thresholds == SkewThresholds(linf=0.9)
+    assert w.report()["x"].thresholds == SkewThresholds(js=None, linf=0.9, psi=None)
 
 
 def test_window_validation() -> None:

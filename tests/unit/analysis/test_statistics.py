@@ -10,9 +10,14 @@ from hypothesis.extra import numpy as hnp
 
 from gateway._proto.gateway.v1 import statistics_pb2 as pb
 from gateway.analysis.statistics import (
-    FeatureStatistics,
     Histogram,
     compute_statistics,
+)
+from gateway.bundle.statistics_codec import (
+    statistics_from_proto,
+    statistics_from_text,
+    statistics_to_proto,
+    statistics_to_text,
 )
 from gateway.preprocessing.values import ValueKind
 
@@ -85,13 +90,13 @@ def test_proto_and_text_round_trip() -> None:
         },
         categorical={"k"},
     )
-    msg = stats.to_proto()
+    msg = statistics_to_proto(stats)
     assert [f.feature for f in msg.features] == ["k", "s", "x"]
     again = pb.FeatureStatistics.FromString(msg.SerializeToString())
-    assert FeatureStatistics.from_proto(again) == stats
-    text = stats.to_text()
+    assert statistics_from_proto(again) == stats
+    text = statistics_to_text(stats)
     assert "top_values {" in text and 'text: "é"' in text and "histogram {" in text
-    assert FeatureStatistics.from_text(text) == stats
+    assert statistics_from_text(text) == stats
 
 
 @settings(max_examples=25, deadline=None)
@@ -109,6 +114,8 @@ def test_histograms_account_for_every_finite_value(x: np.ndarray) -> None:
     assert sum(n.quantile_histogram.counts) == x.size
     assert n.histogram.edges[0] == n.min and n.histogram.edges[-1] == n.max
     assert (
-        FeatureStatistics.from_proto(compute_statistics({"x": x}).to_proto()).features["x"].numeric
+        statistics_from_proto(statistics_to_proto(compute_statistics({"x": x})))
+        .features["x"]
+        .numeric
         == n
     )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.core.states import VersionState as S
 from gateway.lifecycle.policy import Load, Unload, plan
-from gateway.lifecycle.states import VersionState as S
 
 A, F, L, E = S.AVAILABLE, S.FAILED, S.LOADING, S.END
 

@@ -14,8 +14,14 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from gateway._proto.gateway.v1 import preprocessing_pb2 as pb
+from gateway.bundle.preprocessing_codec import (
+    preprocessing_from_proto,
+    preprocessing_to_proto,
+    transform_from_proto,
+    transform_to_proto,
+)
 from gateway.preprocessing.keras_import import from_keras_layer, preprocessing_from_keras
-from gateway.preprocessing.pipeline import Preprocessing, RawFeatureSpec
+from gateway.preprocessing.pipeline import RawFeatureSpec
 from gateway.preprocessing.transforms import (
     Bucketize,
     CategoryEncoding,
@@ -23,7 +29,6 @@ from gateway.preprocessing.transforms import (
     Standardize,
     Transform,
     Vocabulary,
-    transform_from_proto,
 )
 from gateway.preprocessing.values import ValueKind
 
@@ -45,7 +50,7 @@ def _chain(layer: object) -> list[Transform]:
     """The layer's transforms as serving applies them: imported, serialized to bytes (what
     the bundle stores) and parsed back, so every property below is about the served form."""
     return [
-        transform_from_proto(pb.Transform.FromString(t.to_proto().SerializeToString()))
+        transform_from_proto(pb.Transform.FromString(transform_to_proto(t).SerializeToString()))
         for t in from_keras_layer(layer)
     ]
 
@@ -301,7 +306,7 @@ def test_imported_chains_round_trip_through_protos() -> None:
     chains = NORM_CHAINS + DISC_CHAINS + STRING_CHAINS + INTEGER_CHAINS + HASH_CHAINS + CAT_CHAINS
     for chain in chains:
         for t in chain:
-            assert type(t).from_proto(t.to_proto()) == t
+            assert transform_from_proto(transform_to_proto(t), type(t)) == t
 
 
 @pytest.mark.parametrize(
@@ -340,6 +345,6 @@ def test_preprocessing_from_keras_builds_a_pipeline() -> None:
     np.testing.assert_allclose(out["x"], np.asarray(NORMALIZATION[0](batch["x"])), atol=1e-6)
     np.testing.assert_array_equal(out["word"], np.asarray(STRING_LOOKUP[0](batch["word"])))
     assert out["id"] is batch["id"]
-    assert Preprocessing.from_proto(pre.to_proto()) == pre
+    assert preprocessing_from_proto(preprocessing_to_proto(pre)) == pre
     with pytest.raises(ValueError, match="no raw signature"):
         preprocessing_from_keras({"other": HASHING[0]}, raw)

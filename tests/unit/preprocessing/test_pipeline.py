@@ -6,6 +6,12 @@ import numpy as np
 import pytest
 
 from gateway._proto.gateway.v1 import preprocessing_pb2 as pb
+from gateway.bundle.preprocessing_codec import (
+    preprocessing_from_proto,
+    preprocessing_from_text,
+    preprocessing_to_proto,
+    preprocessing_to_text,
+)
 from gateway.preprocessing.pipeline import (
     FeaturePreprocessing,
     Preprocessing,
@@ -83,17 +89,17 @@ def test_apply_errors_name_the_feature(pre: Preprocessing) -> None:
 
 
 def test_proto_and_text_round_trip(pre: Preprocessing) -> None:
-    msg = pre.to_proto()
+    msg = preprocessing_to_proto(pre)
     assert [f.feature for f in msg.features] == ["age", "city", "clicks", "raw_id"]
-    assert Preprocessing.from_proto(msg) == pre
-    back = Preprocessing.from_proto(pb.Preprocessing.FromString(msg.SerializeToString()))
+    assert preprocessing_from_proto(msg) == pre
+    back = preprocessing_from_proto(pb.Preprocessing.FromString(msg.SerializeToString()))
     assert back == pre
-    text = pre.to_text()
+    text = preprocessing_to_text(pre)
     assert 'feature: "city"' in text
     assert "kind: VALUE_KIND_STRING" in text
     assert 'fill_missing {\n      text: "unknown"' in text
     assert 'values: "paris"' in text
-    assert Preprocessing.from_text(text) == pre
+    assert preprocessing_from_text(text) == pre
 
 
 def test_from_proto_rejects_duplicates_and_unspecified_kind() -> None:
@@ -101,11 +107,11 @@ def test_from_proto_rejects_duplicates_and_unspecified_kind() -> None:
     msg.features.add(feature="a", raw=pb.RawFeatureSpec(kind=pb.VALUE_KIND_FLOAT))
     msg.features.add(feature="a", raw=pb.RawFeatureSpec(kind=pb.VALUE_KIND_FLOAT))
     with pytest.raises(ValueError, match="duplicate"):
-        Preprocessing.from_proto(msg)
+        preprocessing_from_proto(msg)
     bad = pb.Preprocessing()
     bad.features.add(feature="a")
     with pytest.raises(ValueError, match="unspecified"):
-        Preprocessing.from_proto(bad)
+        preprocessing_from_proto(bad)
 
 
 def test_fit_rejects_specs_without_training_values() -> None:

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from gateway.routing.controller import routing_key
-from gateway.routing.rollout import RolloutPlan, RoutingKey
+from gateway.routing.rollout import RolloutPlan
+from tests.unit.routing.plans import plan
 
 
 def _plan(source: str | None, name: str = "k") -> RolloutPlan:
-    key = RoutingKey(source, name) if source else None  # type: ignore[arg-type]
-    return RolloutPlan(candidate=2, primary=1, routing_key=key)
+    return plan(routing_key={source: name} if source else None)
 
 
 @pytest.mark.parametrize(
@@ -30,8 +30,8 @@ def _plan(source: str | None, name: str = "k") -> RolloutPlan:
     ],
 )
 def test_routing_key(source, headers, inputs, expected):
-    assert routing_key(_plan(source), headers, inputs) == expected
+    assert routing_key(_plan(source), headers, inputs.get) == expected
 
 
 def test_header_names_are_lowercase_like_grpc_metadata():
-    assert routing_key(_plan("header", "X-User-Id"), {"x-user-id": "u"}, {}) == "u"
+    assert routing_key(_plan("header", "X-User-Id"), {"x-user-id": "u"}, {}.get) == "u"

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.config import parse_config
+from gateway.config import ModelConfig, parse_config
 from gateway.routing.arm_stats import SERVER_ERROR_CODES
 from gateway.routing.rollout import RolloutPlan
 
@@ -91,12 +91,11 @@ def test_configmap_gateway_config_and_rollout_block(tmp_path):
     config = yaml.safe_load(k["ConfigMap"]["data"]["gateway.yaml"])
     assert config["server"]["port"] == 8500 and config["server"]["metrics_port"] == 8502
     (model,) = config["models"]
-    labels = model["version_labels"]
-    plan = RolloutPlan.from_dict(model["rollout"], labels.__getitem__, primary="stable")
+    plan = RolloutPlan.from_config(ModelConfig.model_validate(model))
     assert (plan.candidate, plan.primary) == (2, 1)
     # the gateway's own config loader accepts the whole file (paths aside) and agrees
     checked = parse_config({**config, "models": [{**model, "base_path": str(tmp_path)}]}, tmp_path)
-    assert checked.models[0].rollout_plan() == plan
+    assert RolloutPlan.from_config(checked.models[0]) == plan
     assert checked.server.admin_token_env == "GATEWAY_ADMIN_TOKEN"
     assert plan.steps == (1.0, 5.0, 25.0, 50.0, 100.0)
     assert plan.gates.max_error_rate_ratio == 1.5

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
+from gateway.config import GatesConfig, MinSamplesConfig
+from gateway.core.errors import ConfigError
 from gateway.routing.arm_stats import ArmStats, StepStats
 from gateway.routing.gates import GateResult, Gates, MinSamples, evaluate
+from tests.unit.routing.plans import gates, parse
 
-ALL = Gates(
+ALL = gates(
     max_divergence_rate=0.02,
     max_error_rate_ratio=1.5,
     max_p99_latency_ratio=1.3,
@@ -39,7 +43,7 @@ def one(gates: Gates, stats: StepStats, mins: MinSamples | None = None) -> GateR
     return result
 
 
-ERR = Gates(max_error_rate_ratio=1.5)
+ERR = gates(max_error_rate_ratio=1.5)
 
 # (name, primary (requests, errors), canary (requests, errors), expected value or None, passed)
 ERROR_CASES = [
@@ -95,7 +99,7 @@ def test_error_detail_names_figures():
     assert result.describe().startswith("error_rate_ratio=2 > 1.5 (")
 
 
-DIV = Gates(max_divergence_rate=0.02)
+DIV = gates(max_divergence_rate=0.02)
 
 
 @pytest.mark.parametrize(
@@ -118,7 +122,7 @@ def test_divergence_rate(compared, diverged, value, passed):
     assert result.judged is (value is not None)
 
 
-LAT = Gates(max_p99_latency_ratio=1.3)
+LAT = gates(max_p99_latency_ratio=1.3)
 
 
 @pytest.mark.parametrize(
@@ -147,26 +151,28 @@ def test_p99_ignores_errors_latency():
 
 
 def test_feature_skew():
-    gates = Gates(max_feature_skew=0.1)
+    skew = gates(max_feature_skew=0.1)
     canary = ArmStats()
-    assert not one(gates, step(canary=canary)).judged
+    assert not one(skew, step(canary=canary)).judged
     canary.record_skew(0.1)
-    assert one(gates, step(canary=canary)).passed
+    assert one(skew, step(canary=canary)).passed
     canary.record_skew(0.11)
-    result = one(gates, step(canary=canary))
+    result = one(skew, step(canary=canary))
     assert result.failed and result.value == 0.11
 
 
 def test_disabled_gates_give_no_results_and_order_is_fixed():
-    assert evaluate(Gates(), step()) == []
+    assert evaluate(gates(), step()) == []
     names = [r.name for r in evaluate(ALL, step())]
     assert names == ["divergence_rate", "error_rate_ratio", "p99_latency_ratio", "feature_skew"]
     assert ALL.enabled == tuple(names)
-    assert Gates(max_feature_skew=0.2).enabled == ("feature_skew",)
+    assert gates(max_feature_skew=0.2).enabled == ("feature_skew",)
 
 
 def test_min_samples_are_configurable():
-    mins = MinSamples(compared=10, error_requests=5, primary_requests=10, latency=10)
+    mins = MinSamples.from_config(
+        MinSamplesConfig(compared=10, error_requests=5, primary_requests=10, latency=10)
+    )
     canary = arm(20, 3)
     for i in range(10):
         canary.record_comparison(i == 0)
@@ -175,21 +181,22 @@ def test_min_samples_are_configurable():
     assert by_name["divergence_rate"].value == pytest.approx(0.1)
     assert by_name["error_rate_ratio"].value == pytest.approx(3.0)
     assert by_name["p99_latency_ratio"].judged
-    with pytest.raises(ValueError, match=r"MinSamples\.compared"):
-        MinSamples(compared=0)
+    with pytest.raises(ValidationError, match=r"MinSamplesConfig\ncompared\n"):
+        MinSamplesConfig(compared=0)
 
 
-def test_gates_from_dict():
+def test_gates_from_config():
     d = {
         "max_divergence_rate": 0.02,
         "max_error_rate_ratio": 1.5,
         "max_p99_latency_ratio": 1.3,
         "max_feature_skew": 0.1,
     }
-    assert Gates.from_dict(d) == ALL
-    assert Gates.from_dict(d).to_dict() == d
-    assert Gates.from_dict(None) == Gates()
-    assert Gates.from_dict({"max_feature_skew": None}) == Gates()
+    assert Gates.from_config(GatesConfig.model_validate(d)) == ALL
+    assert Gates.from_config(GatesConfig.model_validate(d)).to_dict() == d
+    default = Gates.from_config(GatesConfig())  # no `gates:` block: the config's defaults
+    assert default == Gates.from_config(GatesConfig.model_validate({"max_feature_skew": None}))
+    assert default.enabled == ("divergence_rate", "error_rate_ratio", "p99_latency_ratio")
 
 
 @pytest.mark.parametrize(
@@ -198,21 +205,27 @@ def test_gates_from_dict():
         ({"max_eror_rate_ratio": 1}, r"rollout\.gates\.max_eror_rate_ratio: unknown key"),
         (
             {"max_error_rate_ratio": 0},
-            r"rollout\.gates\.max_error_rate_ratio: expected a finite number > 0",
+            r"rollout\.gates\.max_error_rate_ratio: Input should be greater than 0",
         ),
         (
             {"max_divergence_rate": -0.1},
-            r"rollout\.gates\.max_divergence_rate: expected a finite number >= 0",
+            r"rollout\.gates\.max_divergence_rate: Input should be greater than or equal to 0",
         ),
-        ({"max_feature_skew": "high"}, r"rollout\.gates\.max_feature_skew: expected a number"),
-        ({"max_feature_skew": True}, r"rollout\.gates\.max_feature_skew: expected a number"),
-        ({"max_p99_latency_ratio": float("inf")}, r"rollout\.gates\.max_p99_latency_ratio"),
-        ([1, 2], r"rollout\.gates: expected a mapping"),
+        (
+            {"max_feature_skew": "high"},
+            r"rollout\.gates\.max_feature_skew: Input should be a valid number",
+        ),
+        ({"max_feature_skew": True}, r"rollout\.gates\.max_feature_skew: Input should be a valid"),
+        (
+            {"max_p99_latency_ratio": float("inf")},
+            r"rollout\.gates\.max_p99_latency_ratio: Input should be a finite number",
+        ),
+        ([1, 2], r"rollout\.gates: Input should be a valid dictionary"),
     ],
 )
-def test_gates_from_dict_errors_name_the_key(data, message):
-    with pytest.raises(ValueError, match=message):
-        Gates.from_dict(data, "rollout.gates")
+def test_gates_config_errors_name_the_key(data, message):
+    with pytest.raises(ConfigError, match=r"^models\[0\]\." + message):
+        parse({"candidate": 2, "primary": 1, "gates": data})
 
 
 def test_gate_result_round_trip():

@@ -8,6 +8,8 @@ from dataclasses import replace
 
 import pytest
 
+from gateway.config import GatesConfig, RolloutConfig
+from gateway.core.errors import ConfigError
 from gateway.routing import rollout as ro
 from gateway.routing.arm_stats import ArmStats, StepStats
 from gateway.routing.gates import Gates
@@ -20,22 +22,23 @@ from gateway.routing.rollout import (
     Status,
 )
 from gateway.routing.router import Arm, decide
+from tests.unit.routing import plans
 
-GATES = Gates(
+GATES = plans.gates(
     max_divergence_rate=0.02,
     max_error_rate_ratio=1.5,
     max_p99_latency_ratio=1.3,
     max_feature_skew=0.1,
 )
-PLAN = RolloutPlan(
+PLAN = plans.plan(
     candidate=2,
     primary=1,
-    steps=(1.0, 5.0, 25.0, 50.0, 100.0),
+    steps=[1.0, 5.0, 25.0, 50.0, 100.0],
     min_requests_per_step=500,
     min_step_seconds=60.0,
-    gates=GATES,
+    gates=GATES.to_dict(),
     on_failure="rollback",
-    routing_key=RoutingKey("header", "x-user-id"),
+    routing_key={"header": "x-user-id"},
 )
 T0 = 1_700_000_000.0
 
@@ -274,7 +277,7 @@ def test_tick_rejects_plan_for_other_candidate():
 
 
 def test_tick_without_gates_uses_time_and_requests_only():
-    plan = replace(PLAN, gates=Gates(), min_requests_per_step=0, min_step_seconds=0)
+    plan = replace(PLAN, gates=plans.gates(), min_requests_per_step=0, min_step_seconds=0)
     state = running()
     s = StepStats(started_at=T0, step=state.step_token)
     new, decision = ro.tick(state, plan, s, T0)
@@ -487,10 +490,6 @@ def test_decision_round_trip():
 LABELS = {"stable": 1, "canary": 2}
 
 
-def resolve(label: str) -> int:
-    return LABELS[label]
-
-
 CONFIG = {
     "candidate": "canary",
     "routing_key": {"header": "X-User-Id"},
@@ -507,37 +506,44 @@ CONFIG = {
 }
 
 
-def test_plan_from_dict():
-    plan = RolloutPlan.from_dict(CONFIG, resolve, primary="stable")
+def test_plan_from_config():
+    plan = RolloutPlan.from_config(plans.model_config(CONFIG, LABELS, primary="stable"))
     assert plan == PLAN
     assert plan.routing_key == RoutingKey("header", "x-user-id")  # lowercased
-    assert RolloutPlan.from_dict(plan.to_dict(), resolve) == plan
-    feature = RolloutPlan.from_dict(
-        {"candidate": 3, "primary": 1, "routing_key": {"feature": "user_id"}}, resolve
+    assert RolloutPlan.from_config(plans.model_config(plan.to_dict(), LABELS)) == plan
+    feature = RolloutPlan.from_config(
+        plans.model_config({"candidate": 3, "primary": 1, "routing_key": {"feature": "user_id"}})
     )
     assert feature.routing_key == RoutingKey("feature", "user_id")
-    assert feature.steps == ro.DEFAULT_STEPS and feature.gates == Gates()
+    default_steps = tuple(RolloutConfig(candidate=3).steps)
+    assert feature.steps == default_steps and feature.gates == Gates.from_config(GatesConfig())
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         ({"candidate": None}, r"rollout\.candidate: expected a version number or a label"),
-        ({"candidate": "nope"}, r"rollout\.candidate: unknown version label 'nope'"),
+        ({"candidate": "nope"}, r"rollout\.candidate: label 'nope' is not in version_labels"),
         ({"candidate": "stable"}, r"rollout\.candidate: same version as the primary"),
         ({"candidate": True}, r"rollout\.candidate: expected a version number"),
         ({"steps": []}, r"rollout\.steps: expected a non-empty list"),
-        ({"steps": [5, 1, 100]}, r"rollout\.steps\[1\]: steps must increase"),
-        ({"steps": [0, 100]}, r"rollout\.steps\[0\]: expected a percentage in \(0, 100\]"),
+        ({"steps": [5, 1, 100]}, r"rollout\.steps: steps must increase, got steps\[1\]"),
+        ({"steps": [0, 100]}, r"rollout\.steps\[0\]: Input should be greater than 0"),
         ({"steps": [1, 50]}, r"rollout\.steps: the last step must be 100"),
-        ({"steps": [1, "x", 100]}, r"rollout\.steps\[1\]: expected a number"),
+        ({"steps": [1, "x", 100]}, r"rollout\.steps\[1\]: Input should be a valid number"),
         (
             {"min_requests_per_step": -1},
-            r"rollout\.min_requests_per_step: expected an integer >= 0",
+            r"rollout\.min_requests_per_step: Input should be greater than or equal to 0",
         ),
-        ({"min_requests_per_step": 1.5}, r"rollout\.min_requests_per_step: expected an integer"),
-        ({"min_step_seconds": -5}, r"rollout\.min_step_seconds: expected a number >= 0"),
-        ({"on_failure": "explode"}, r"rollout\.on_failure: expected rollback or pause"),
+        (
+            {"min_requests_per_step": 1.5},
+            r"rollout\.min_requests_per_step: Input should be a valid integer",
+        ),
+        (
+            {"min_step_seconds": -5},
+            r"rollout\.min_step_seconds: Input should be greater than or equal to 0",
+        ),
+        ({"on_failure": "explode"}, r"rollout\.on_failure: Input should be 'rollback' or 'pause'"),
         ({"gates": {"max_p99": 1}}, r"rollout\.gates\.max_p99: unknown key"),
         ({"routing_key": {"cookie": "x"}}, r"rollout\.routing_key\.cookie: unknown key"),
         (
@@ -546,30 +552,30 @@ def test_plan_from_dict():
         ),
         (
             {"routing_key": {"header": ""}},
-            r"rollout\.routing_key\.header: expected a non-empty string",
+            r"rollout\.routing_key\.header: String should have at least 1 character",
         ),
-        ({"routing_key": "x-user-id"}, r"rollout\.routing_key: expected a mapping"),
+        ({"routing_key": "x-user-id"}, r"rollout\.routing_key: Input should be a valid dictionary"),
         ({"stepz": [1]}, r"rollout\.stepz: unknown key"),
     ],
 )
-def test_plan_from_dict_errors_name_the_key(change, message):
+def test_plan_config_errors_name_the_key(change, message):
     data = {**CONFIG, **change}
-    with pytest.raises(ValueError, match=message):
-        RolloutPlan.from_dict(data, resolve, primary="stable")
+    with pytest.raises(ConfigError, match=message):
+        plans.parse(data, LABELS, primary="stable")
 
 
 def test_plan_needs_candidate_and_primary():
-    with pytest.raises(ValueError, match=r"rollout\.candidate: required"):
-        RolloutPlan.from_dict({}, resolve, primary=1)
-    with pytest.raises(ValueError, match=r"models\[0\]\.rollout\.primary: not given"):
-        RolloutPlan.from_dict({"candidate": 2}, resolve, path="models[0].rollout")
+    with pytest.raises(ConfigError, match=r"rollout\.candidate: required"):
+        plans.parse({}, LABELS, primary=1)
+    with pytest.raises(ConfigError, match=r"models\[0\]: rollout\.primary: required"):
+        plans.parse({"candidate": 2}, LABELS)
 
 
-def test_plan_constructor_validates():
-    with pytest.raises(ValueError, match="steps"):
-        RolloutPlan(candidate=2, primary=1, steps=(50.0,))
-    with pytest.raises(ValueError, match="same version"):
-        RolloutPlan(candidate=1, primary=1)
+def test_plan_config_validates():
+    with pytest.raises(ConfigError, match="steps"):
+        plans.parse({"candidate": 2, "primary": 1, "steps": [50.0]})
+    with pytest.raises(ConfigError, match="same version"):
+        plans.parse({"candidate": 1, "primary": 1})
 
 
 # ------------------------------------------------------------------ end to end (pure)

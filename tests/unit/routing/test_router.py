@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.routing.rollout import RolloutPlan, RolloutState, Status, start
+from gateway.routing.rollout import RolloutState, Status, start
 from gateway.routing.router import (
     Arm,
     RouteDecision,
@@ -24,6 +24,7 @@ from gateway.routing.router import (
     key_hash_hex,
     routing_hash,
 )
+from tests.unit.routing.plans import plan
 
 ROLLOUT = "demo/2/1"
 
@@ -183,7 +184,7 @@ def test_key_hash_hex():
 
 # ------------------------------------------------------------------ decide
 
-PLAN = RolloutPlan(candidate=2, primary=1, steps=(10.0, 100.0))
+PLAN = plan(steps=[10.0, 100.0])
 
 
 def _state(status: Status, weight: float = 10.0) -> RolloutState:

@@ -12,10 +12,11 @@ import pytest
 
 from gateway.routing import rollout as ro
 from gateway.routing import store as store_mod
-from gateway.routing.rollout import RolloutPlan, RolloutState, Status
+from gateway.routing.rollout import RolloutState, Status
 from gateway.routing.store import CorruptStateError, RolloutStore
+from tests.unit.routing.plans import plan
 
-PLAN = RolloutPlan(candidate=2, primary=1, steps=(10.0, 100.0))
+PLAN = plan(steps=[10.0, 100.0])
 T0 = 1_700_000_000.0
 
 

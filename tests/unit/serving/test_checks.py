@@ -14,8 +14,8 @@ from structlog.testing import capture_logs
 from gateway.analysis.feature_checks import Action, CheckKind
 from gateway.analysis.statistics import compute_statistics
 from gateway.config import ModelConfig
+from gateway.core.servable import LoadedVersion
 from gateway.serving.checks import SkewMonitor, build_checks, mismatch_record
-from gateway.serving.servable import LoadedVersion
 from gateway.sinks.metrics import Metrics
 
 RNG = np.random.default_rng(5)

@@ -21,6 +21,7 @@ from gateway.sinks.capture import (
     masked_crc32c,
     read_prediction_logs,
 )
+from tests.support import wait_until
 
 tf = pytest.importorskip("tensorflow")
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2  # noqa: E402
@@ -182,7 +183,12 @@ def test_io_error_leaves_complete_records(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(os, "write", real_write)
     import time
 
-    time.sleep(0.05)
+    wait_until(
+        lambda: time.monotonic() >= w._retry_at,
+        5,
+        "the writer's I/O-error backoff to expire",
+        seen=lambda: f"retry in {w._retry_at - time.monotonic():.3f}s",
+    )
     w.write(request(2), response(2))
     w.close()
     assert [log.predict_log.request for log in tf_read(path)] == [request(0), request(2)]

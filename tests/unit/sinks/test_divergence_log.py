@@ -138,6 +138,7 @@ def test_redactor_converts_mismatch_objects() -> None:
         {
             "feature": "ssn",
             "kind": "unseen_category",
+            "action": "log",
             "value": REDACTED,
             "count": 1,
             "reference": "3 categories",
@@ -219,6 +220,7 @@ def test_mismatch_json() -> None:
     assert mismatch_json(m) == {
         "feature": "amount",
         "kind": "out_of_range",
+        "action": "log",
         "value": 400.0,
         "count": 1,
         "reference": "[1.0, 3.0]",

@@ -17,6 +17,18 @@ import pytest
 from structlog.testing import capture_logs
 
 from gateway.sinks.jsonl import JsonlWriter, encode_json_line, jsonl_complete_size, sanitize
+from tests.support import wait_until
+
+
+def wait_backoff_over(w: Any) -> None:
+    """Wait until the writer's retry deadline after a failure has passed, so that the
+    next chunk is really tried again (not dropped for being inside the backoff)."""
+    wait_until(
+        lambda: time.monotonic() >= w._retry_at,
+        5,
+        "the writer's I/O-error backoff to expire",
+        seen=lambda: f"retry in {w._retry_at - time.monotonic():.3f}s",
+    )
 
 
 def lines_of(path: Path) -> list[dict[str, Any]]:
@@ -123,7 +135,7 @@ def test_rotation_names_counts_and_size_bound(
     for i in range(100):
         w.write({**record, "i": i % 10})
         if i % 7 == 0:
-            w.flush(5)  # several chunks
+            assert w.flush(5), "the writer did not flush within 5 s"  # several chunks
     w.close()
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["div.jsonl", "div.jsonl.1", "div.jsonl.2", "div.jsonl.3"]
@@ -173,7 +185,8 @@ class _BlockedWriter(JsonlWriter):
 
     def encode(self, item: Any) -> bytes:
         self.entered.set()
-        self.release.wait(10)
+        if not self.release.wait(10):
+            raise AssertionError("_BlockedWriter: the test never released the writer thread")
         return super().encode(item)
 
 
@@ -264,12 +277,12 @@ def test_io_error_truncates_back_counts_and_recovers(
         assert w.dropped_io == 20
         assert reasons == ["io_error"] * 20
         # more failures in the same streak: still one warning
-        time.sleep(0.06)
+        wait_backoff_over(w)
         w.write({"lost": 99})
         assert w.flush(5)
         assert path.read_bytes() == good
         failing.clear()
-        time.sleep(0.25)  # past the backoff
+        wait_backoff_over(w)
         w.write({"ok": "again"})
         assert w.flush(5)
     warnings = [e for e in logs if e["event"] == "sink_write_failed"]
@@ -323,8 +336,8 @@ def test_unwritable_path_drops_and_counts(
         for i in range(50):
             assert w.write({"i": i}) is True  # queued: the caller never sees the failure
             if i % 10 == 0:
-                w.flush(5)
-                time.sleep(0.03)
+                assert w.flush(5), "the writer did not flush within 5 s"
+                wait_backoff_over(w)
         assert w.flush(5)
     assert w.dropped_io == 50 and w.written == 0
     assert reasons == ["io_error"] * 50

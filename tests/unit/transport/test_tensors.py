@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from gateway.errors import InvalidInput
+from gateway.core.errors import InvalidInput
 from gateway.transport.tensors import from_numpy, to_numpy
 
 DTYPES = [
@@ -57,3 +57,30 @@ def test_malformed_tensors_name_the_alias():
         match=r"input 'feat': tensor_content has 16 bytes, shape \[3, 2\] of float32 needs 24",
     ):
         to_numpy("feat", proto)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.data(),
+    dtype=st.sampled_from([*DTYPES, np.complex64, np.complex128]),
+    typed=st.booleans(),
+)
+def test_both_response_encodings_decode_like_tensorflow(data, dtype, typed):
+    array = data.draw(hnp.arrays(dtype, hnp.array_shapes(min_dims=0, max_dims=3, max_side=4)))
+    proto = from_numpy(array, typed=typed)
+    np.testing.assert_array_equal(tf.make_ndarray(proto), array)
+    assert bool(proto.tensor_content) == (not typed and array.size > 0)
+
+
+def test_typed_fields_are_the_ones_tf_serving_fills():
+    y = np.array([[0.25, 0.75]], dtype=np.float32)
+    assert list(from_numpy(y).float_val) == [0.25, 0.75]
+    assert list(from_numpy(np.array([3], dtype=np.int64)).int64_val) == [3]
+    assert list(from_numpy(np.array([7], dtype=np.uint8)).int_val) == [7]
+    assert list(from_numpy(np.array([True, False])).bool_val) == [True, False]
+    assert list(from_numpy(np.array([1 + 2j], dtype=np.complex64)).scomplex_val) == [1.0, 2.0]
+    assert list(from_numpy(np.array([1.5], dtype=np.float16)).half_val) == [
+        int(np.array([1.5], dtype=np.float16).view(np.uint16)[0])
+    ]
+    assert list(from_numpy(np.float32(2.0)).float_val) == [2.0]  # a scalar
+    assert from_numpy(np.array([b"a"], dtype=object)).string_val == [b"a"]

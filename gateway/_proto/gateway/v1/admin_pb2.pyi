@@ -14,20 +14,22 @@ class GetStatusRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class VersionStatus(_message.Message):
-    __slots__ = ("version", "state", "error", "failures", "warmup_records", "labels")
+    __slots__ = ("version", "state", "error", "failures", "warmup_records", "labels", "runtime")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     FAILURES_FIELD_NUMBER: _ClassVar[int]
     WARMUP_RECORDS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
     version: int
     state: str
     error: str
     failures: int
     warmup_records: int
     labels: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, version: _Optional[int] = ..., state: _Optional[str] = ..., error: _Optional[str] = ..., failures: _Optional[int] = ..., warmup_records: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
+    runtime: str
+    def __init__(self, version: _Optional[int] = ..., state: _Optional[str] = ..., error: _Optional[str] = ..., failures: _Optional[int] = ..., warmup_records: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., runtime: _Optional[str] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
     __slots__ = ("name", "base_path", "versions", "labels", "serving")

@@ -31,3 +31,5 @@ class VersionStatus:
     error: str = ""
     failures: int = 0
     warmup_records: int = 0
+    runtime: str = ""
+    """How the loaded version runs ("tf1_session" or "tf2_function"; "" until loaded)."""

@@ -21,8 +21,6 @@ class ErrorKind(enum.Enum):
     UNAVAILABLE = "unavailable"
     RESOURCE_EXHAUSTED = "resource_exhausted"
     UNAUTHENTICATED = "unauthenticated"
-    PERMISSION_DENIED = "permission_denied"
-    DEADLINE = "deadline"
     UNIMPLEMENTED = "unimplemented"
     INTERNAL = "internal"
 
@@ -39,8 +37,6 @@ _STATUS_NAMES: dict[ErrorKind, str] = {
     ErrorKind.UNAVAILABLE: "UNAVAILABLE",
     ErrorKind.RESOURCE_EXHAUSTED: "RESOURCE_EXHAUSTED",
     ErrorKind.UNAUTHENTICATED: "UNAUTHENTICATED",
-    ErrorKind.PERMISSION_DENIED: "PERMISSION_DENIED",
-    ErrorKind.DEADLINE: "DEADLINE_EXCEEDED",
     ErrorKind.UNIMPLEMENTED: "UNIMPLEMENTED",
     ErrorKind.INTERNAL: "INTERNAL",
 }
@@ -99,12 +95,6 @@ class Unimplemented(GatewayError):
     """The servable does not support this kind of call (e.g. Classify on a predict-only model)."""
 
     kind = ErrorKind.UNIMPLEMENTED
-
-
-class DeadlineExceeded(GatewayError):
-    """The work did not finish in time."""
-
-    kind = ErrorKind.DEADLINE
 
 
 class InternalError(GatewayError):

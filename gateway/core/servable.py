@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from gateway.errors import InvalidInput
-from gateway.transport.tensors import dtype_name, numpy_dtype
+from gateway.core.dtypes import dtype_name, numpy_dtype
+from gateway.core.errors import InvalidInput
 
 _KIND = {"f": "f", "i": "i", "u": "i", "b": "i", "O": "s", "S": "s", "U": "s"}
 _KIND_NAME = {"f": "float", "i": "integer", "s": "string"}
@@ -60,6 +60,14 @@ class TensorSpec:
         return self.shape is not None and len(self.shape) >= 1 and self.shape[0] is None
 
 
+def _shape_ok(spec: TensorSpec, array: np.ndarray) -> bool:
+    if spec.shape is None:
+        return True
+    return len(array.shape) == len(spec.shape) and all(
+        w is None or w == g for w, g in zip(spec.shape, array.shape, strict=True)
+    )
+
+
 @dataclass(frozen=True)
 class Signature:
     """One SignatureDef of a version: its method, input/output specs and how to run it."""
@@ -73,6 +81,11 @@ class Signature:
         default=None, repr=False, compare=False
     )
     """For raw-feature signatures: raw features -> the model's inputs (preprocessing)."""
+    strict_shapes: bool = True
+    """False for TF1 graphs run with session semantics: TensorFlow itself checks shapes
+    (a tensor that is not a placeholder may be fed any shape it accepts), so `validate`
+    checks names and dtypes only, and a request whose shapes differ from the signature's
+    runs on its own instead of being batched."""
 
     @property
     def batchable(self) -> bool:
@@ -120,15 +133,13 @@ class Signature:
                     f"{'string' if got_string else array.dtype.name} (signature '{self.name}' "
                     f"expects {spec.describe()})"
                 )
-            if spec.shape is not None:
-                ok = len(array.shape) == len(spec.shape) and all(
-                    w is None or w == g for w, g in zip(spec.shape, array.shape, strict=True)
+            if not _shape_ok(spec, array):
+                if not self.strict_shapes:
+                    continue
+                raise InvalidInput(
+                    f"input '{alias}': expected shape {spec.describe().split(' ', 1)[1]}, "
+                    f"got {list(array.shape)}"
                 )
-                if not ok:
-                    raise InvalidInput(
-                        f"input '{alias}': expected shape {spec.describe().split(' ', 1)[1]}, "
-                        f"got {list(array.shape)}"
-                    )
             if spec.batch_major():
                 if rows is None:
                     rows = array.shape[0]
@@ -138,6 +149,10 @@ class Signature:
                         f"inputs' batch size {rows}"
                     )
         return rows if rows is not None else 1
+
+    def conforms(self, inputs: Mapping[str, np.ndarray]) -> bool:
+        """Every input has the signature's shape (what batching needs)."""
+        return all(_shape_ok(spec, inputs[alias]) for alias, spec in self.inputs.items())
 
     def _expected(self) -> str:
         return ", ".join(f"'{a}': {s.describe()}" for a, s in sorted(self.inputs.items()))
@@ -156,6 +171,7 @@ class LoadedVersion:
     path: Path
     signatures: Mapping[str, Signature]
     signature_defs: Any = field(repr=False, compare=False)  # SignatureDefMap proto
+    # Any: each load hook stores its own type under its name (the bundle, the runtime...)
     extensions: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     resource: Any = field(default=None, repr=False, compare=False)  # keeps TF objects alive
 

@@ -1,0 +1,121 @@
+"""The one error table (error kind -> gRPC status) and the wrapper every RPC goes through."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from gateway.core import errors
+from gateway.core.errors import ErrorKind, GatewayError
+from gateway.transport.calls import REQUEST_ID, current_request_id, unary
+from gateway.transport.status import STATUS, status_code
+
+
+class Aborted(Exception):
+    pass
+
+
+class FakeContext:
+    def __init__(self, metadata=()):
+        self.metadata = tuple(metadata)
+        self.trailing = None
+        self.aborted = None
+
+    def invocation_metadata(self):
+        return self.metadata
+
+    def set_trailing_metadata(self, trailing):
+        self.trailing = trailing
+
+    async def abort(self, code, details, trailing_metadata=()):
+        self.aborted = (code, details)
+        raise Aborted(details)
+
+    def code(self):
+        return self.aborted[0] if self.aborted else None
+
+
+class FakeMetrics:
+    def __init__(self):
+        self.observed = []
+
+    def observe_request(self, method, model, version, code, seconds):
+        self.observed.append((method, model, version, code))
+
+
+class Service:
+    def __init__(self, fail):
+        self.metrics = FakeMetrics()
+        self.fail = fail
+        self.seen_id = None
+
+    @unary("Test")
+    async def Call(self, request, context):
+        self.seen_id = current_request_id()
+        if self.fail is not None:
+            raise self.fail
+        return "response"
+
+
+def test_every_error_kind_has_the_status_of_its_name():
+    assert set(STATUS) == set(ErrorKind)
+    for kind in ErrorKind:
+        assert status_code(kind).name == kind.status_name
+
+
+def test_every_error_class_maps_to_a_distinct_status():
+    classes = [
+        c
+        for c in vars(errors).values()
+        if isinstance(c, type) and issubclass(c, GatewayError) and c is not GatewayError
+    ]
+    assert len({c.kind for c in classes}) == len(classes)
+    assert {c.kind for c in classes} == set(ErrorKind)
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (errors.InvalidInput("input 'x': bad"), grpc.StatusCode.INVALID_ARGUMENT),
+        (errors.NotFound("model 'm' not found"), grpc.StatusCode.NOT_FOUND),
+        (errors.ResourceExhausted("queue full"), grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (errors.Unavailable("unloading"), grpc.StatusCode.UNAVAILABLE),
+        (errors.Unauthenticated("token"), grpc.StatusCode.UNAUTHENTICATED),
+        (errors.FailedPrecondition("state"), grpc.StatusCode.FAILED_PRECONDITION),
+        (errors.Unimplemented("nope"), grpc.StatusCode.UNIMPLEMENTED),
+        (errors.InternalError("bug"), grpc.StatusCode.INTERNAL),
+    ],
+)
+def test_domain_errors_become_their_status_with_the_message(error, code):
+    service = Service(error)
+    context = FakeContext([(REQUEST_ID, "rid-1")])
+    with pytest.raises(Aborted):
+        asyncio.run(service.Call(None, context))
+    assert context.aborted == (code, error.message)
+    assert service.metrics.observed == [("Test", "", "", code.name)]
+    assert service.seen_id == "rid-1"
+    assert (REQUEST_ID, "rid-1") in context.trailing
+
+
+def test_an_unexpected_exception_is_internal_naming_only_the_request_id():
+    service = Service(KeyError("secret detail"))
+    context = FakeContext()
+    with pytest.raises(Aborted):
+        asyncio.run(service.Call(None, context))
+    code, details = context.aborted
+    assert code is grpc.StatusCode.INTERNAL
+    assert "secret" not in details and service.seen_id in details
+
+
+def test_success_is_counted_ok_and_gets_a_fresh_request_id():
+    service = Service(None)
+    context = FakeContext([(REQUEST_ID, "x" * 500)])  # not a sane id: replaced
+    assert asyncio.run(service.Call(None, context)) == "response"
+    assert service.metrics.observed == [("Test", "", "", "OK")]
+    assert service.seen_id and len(service.seen_id) < 100
+
+
+def test_long_messages_are_truncated():
+    assert len(errors.InvalidInput("x" * 5000).message) == errors.MAX_MESSAGE_CHARS
