@@ -16,16 +16,21 @@ RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin gate
     && mkdir -p /models /etc/gateway /var/lib/gateway /var/log/gateway \
     && chown gateway /var/lib/gateway /var/log/gateway
 COPY --from=build /opt/venv /opt/venv
+COPY deploy/docker/entrypoint.sh /usr/local/bin/gateway-entrypoint
+# TF Serving's image contract: MODEL_NAME, MODEL_BASE_PATH (/models/${MODEL_NAME}), ports
+# 8500 (gRPC) and 8501 (REST); 8502 serves the gateway's Prometheus metrics.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     TF_CPP_MIN_LOG_LEVEL=2 \
+    MODEL_NAME=model \
+    MODEL_BASE_PATH=/models \
+    GATEWAY_CONFIG=/etc/gateway/gateway.yaml \
     GATEWAY_HEALTH_TARGET=127.0.0.1:8500
 USER 10001
 WORKDIR /var/lib/gateway
-EXPOSE 8500 8502
+EXPOSE 8500 8501 8502
 # The gRPC health service, asked by the gateway's own CLI (no extra binary needed).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD gateway health --target "$GATEWAY_HEALTH_TARGET" || exit 1
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["gateway"]
-CMD ["serve", "--config", "/etc/gateway/gateway.yaml"]
+ENTRYPOINT ["/usr/local/bin/gateway-entrypoint"]

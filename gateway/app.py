@@ -5,21 +5,21 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
-from pydantic import ValidationError
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
 from gateway.analysis.skew import FeatureSkew
 from gateway.bundle.attach import attach_bundle, verify_bundle
-from gateway.config import GatewayConfig, ModelConfig, VersionPolicy, load_config
+from gateway.config import GatewayConfig, ModelConfig, ServerConfig, load_config
 from gateway.core.errors import ConfigError, InvalidInput, NotFound
 from gateway.core.model_view import ModelView
 from gateway.core.servable import LoadedVersion
@@ -36,6 +36,7 @@ from gateway.sinks.metrics import Metrics
 from gateway.transport.admin import AdminServicer
 from gateway.transport.auth import AdminAuth, load_token
 from gateway.transport.capture import PredictionLogCapture
+from gateway.transport.model_server_config import apply_model_server_config
 from gateway.transport.model_service import ModelServicer
 from gateway.transport.prediction import PredictionServicer
 from gateway.transport.warmup import decode_warmup_record
@@ -43,6 +44,34 @@ from gateway.transport.warmup import decode_warmup_record
 log = structlog.get_logger("gateway")
 
 OVERALL = ""  # the health service name for the whole server
+UNIX_PATH_MAX = 107  # bytes of a Unix socket path (sun_path less its terminating NUL)
+
+
+class ConfigSource(Protocol):
+    """Where the config comes from when it is more than one YAML file: TF Serving's flags
+    and config files (`gateway.tfserving.source.TfServingSource`). The gateway re-reads it
+    on `reload`, polls it, and merges TF Serving reload requests through it."""
+
+    @property
+    def poll_seconds(self) -> float:
+        """How often `poll` is called (0: never)."""
+
+    @property
+    def prometheus_path(self) -> str | None:
+        """The HTTP path the Prometheus metrics are served at (TF Serving's monitoring
+        config), or None."""
+
+    def load(self) -> GatewayConfig:
+        """Read everything again; `ConfigError` when something is invalid."""
+
+    def poll(self, current: GatewayConfig) -> GatewayConfig | None:
+        """The new config when a polled file changed, else None; `ConfigError` when it
+        is invalid (the config in force is kept)."""
+
+    def apply_model_server_config(
+        self, current: GatewayConfig, server_config: Any
+    ) -> GatewayConfig:
+        """`current` with the model list of a TF Serving `ModelServerConfig`."""
 
 
 def _configure_tf_threads(intra: int, inter: int) -> None:
@@ -69,9 +98,15 @@ class Gateway:
         config: GatewayConfig,
         config_path: Path | None = None,
         hooks: list[LoadHook] | None = None,
+        source: ConfigSource | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
+        self._source = source
+        self._source_task: asyncio.Task[None] | None = None
+        self._apply_lock = asyncio.Lock()
+        self.rest_port: int | None = None
+        self.socket_path: Path | None = None
         self.metrics = Metrics()
         self.monitor = StateMonitor()
         self.monitor.add_listener(self.metrics.on_state)
@@ -129,12 +164,13 @@ class Gateway:
             on_load_failure=self.metrics.on_load_failure,
             decode_warmup=decode_warmup_record,
         )
-        options = [
-            ("grpc.max_receive_message_length", cfg.max_message_bytes),
-            ("grpc.max_send_message_length", cfg.max_message_bytes),
-            ("grpc.so_reuseport", 1),
-        ]
-        self._server = grpc.aio.server(options=options)
+        options: dict[str, int | str] = {
+            "grpc.max_receive_message_length": cfg.max_message_bytes,
+            "grpc.max_send_message_length": cfg.max_message_bytes,
+            "grpc.so_reuseport": 1,
+            **cfg.grpc_channel_arguments,  # after ours: they may override them
+        }
+        self._server = grpc.aio.server(options=list(options.items()))
         self.rollouts = RolloutController(
             self.manager, self.metrics, self._canary_skew, replica=self.replica
         )
@@ -180,15 +216,18 @@ class Gateway:
             ],
             self._server,
         )
-        address = f"{cfg.host}:{cfg.port}"
-        if cfg.tls is not None:
-            self.port = self._server.add_secure_port(address, _server_credentials(cfg))
-        else:
-            self.port = self._server.add_insecure_port(address)
+        credentials = _server_credentials(cfg) if cfg.tls is not None else None
+        self.port = _add_port(self._server, f"{cfg.host}:{cfg.port}", credentials)
         if self.port == 0:
             raise OSError(f"could not bind {cfg.host}:{cfg.port}")
+        if cfg.grpc_socket_path is not None:
+            _remove_stale_socket(cfg.grpc_socket_path)
+            if not _add_port(self._server, f"unix:{cfg.grpc_socket_path}", credentials):
+                raise OSError(f"could not listen on unix:{cfg.grpc_socket_path}")
+            self.socket_path = cfg.grpc_socket_path
         if cfg.metrics_port is not None:
             self.metrics_port = self.metrics.serve(cfg.metrics_port, cfg.host)
+        self._serve_rest_port(cfg)
         lifecycle = self.config.lifecycle
         if lifecycle.load_before_serving:
             # As TF Serving: the port accepts calls once every configured model has had
@@ -210,12 +249,56 @@ class Gateway:
             await self._start_models()
         self._on_table_change()
         self._skew_task = self._loop.create_task(self._skew_loop())
+        if self._source is not None and self._source.poll_seconds > 0:
+            self._source_task = self._loop.create_task(self._poll_source(self._source))
         log.info(
             "gateway_started",
             port=self.port,
+            socket=str(self.socket_path) if self.socket_path else None,
             metrics_port=self.metrics_port,
+            rest_port=self.rest_port,
             models=[m.name for m in self.config.models],
         )
+
+    def _serve_rest_port(self, cfg: ServerConfig) -> None:
+        """The Prometheus metrics at TF Serving's monitoring path: on the REST port when
+        one is configured (which serves nothing else yet), else on the metrics port (which
+        answers every path)."""
+        path = self._source.prometheus_path if self._source is not None else None
+        if cfg.rest_api_port is not None:
+            self.rest_port = self.metrics.serve_at(
+                cfg.rest_api_port,
+                cfg.host,
+                path,
+                f"the REST API is not served yet: use gRPC on port {self.port}",
+            )
+        elif path is not None and self.metrics_port is None:
+            log.warning(
+                "prometheus_not_served",
+                detail="the monitoring config enables Prometheus, but there is neither a "
+                "REST port (--rest_api_port) nor a metrics port (server.metrics_port)",
+            )
+
+    async def _poll_source(self, source: ConfigSource) -> None:
+        """Re-read the polled files (TF Serving's model_config_file) every period and apply
+        what changed; an invalid file is logged (once per distinct error) and ignored."""
+        last_error = ""
+        while True:
+            await asyncio.sleep(source.poll_seconds)  # the polling period is the behaviour
+            try:
+                config = await asyncio.to_thread(source.poll, self.config)
+            except ConfigError as exc:
+                if str(exc) != last_error:
+                    log.warning("model_config_file_invalid", error=str(exc), detail="config kept")
+                last_error = str(exc)
+                continue
+            except Exception:
+                log.exception("model_config_file_poll_failed")
+                continue
+            last_error = ""
+            if config is not None:
+                changes = await self._apply(config)
+                log.info("model_config_file_applied", changes=changes)
 
     async def _start_models(self) -> None:
         assert self.manager is not None and self.mirror is not None
@@ -242,10 +325,14 @@ class Gateway:
         grace = self.config.server.grace_seconds if grace is None else grace
         if self._skew_task is not None:
             self._skew_task.cancel()
+        if self._source_task is not None:
+            self._source_task.cancel()
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(grace)
+        if self.socket_path is not None and self.socket_path.is_socket():
+            self.socket_path.unlink(missing_ok=True)
         if self.rollouts is not None:
             await self.rollouts.close()
         if self.mirror is not None:
@@ -330,60 +417,42 @@ class Gateway:
         return self._skew_monitor.report(self.manager.view(model))
 
     async def reload(self) -> list[str]:
-        """Re-read the config file and apply its model list (server settings need a restart)."""
-        if self.config_path is None:
+        """Re-read the config file (and TF Serving's files and flags, with a config source)
+        and apply its model list (server settings need a restart)."""
+        if self.config_path is None and self._source is None:
             raise InvalidInput("the gateway was not started from a config file")
         try:
-            config = load_config(self.config_path)
+            if self._source is not None:
+                config = await asyncio.to_thread(self._source.load)
+            else:
+                assert self.config_path is not None
+                config = load_config(self.config_path)
         except ConfigError as exc:
             raise InvalidInput(f"config reload rejected: {exc}") from exc
         return await self._apply(config)
 
     async def reload_tfs_config(self, server_config: Any) -> list[str]:
-        """Apply a TF Serving ModelServerConfig (model_config_list only)."""
-        if server_config.WhichOneof("config") != "model_config_list":
-            raise InvalidInput("config: only model_config_list is supported")
-        models = []
-        for i, mc in enumerate(server_config.model_config_list.config):
-            base_path = Path(mc.base_path)
-            if not base_path.is_dir():
-                raise InvalidInput(
-                    f"config.model_config_list.config[{i}].base_path: directory does not exist: "
-                    f"{mc.base_path}"
-                )
-            policy = mc.model_version_policy
-            kind = policy.WhichOneof("policy_choice")
-            if kind == "all":
-                vp = VersionPolicy(all={})
-            elif kind == "specific":
-                vp = VersionPolicy(specific=list(policy.specific.versions))
+        """Apply a TF Serving ModelServerConfig (model_config_list only): TF Serving's config
+        says which models, where and which versions; everything else a model had here
+        (batching, checks, shadows, rollout, ...) is kept."""
+        try:
+            if self._source is not None:
+                config = self._source.apply_model_server_config(self.config, server_config)
             else:
-                vp = VersionPolicy(latest=policy.latest.num_versions or 1)
-            # TF Serving's config says where and which versions; everything else a model
-            # had here (batching, checks, shadows, rollout, ...) is kept.
-            old = self.config.model(mc.name)
-            data: dict[str, Any] = old.model_dump() if old else {}
-            data.update(
-                name=mc.name,
-                base_path=base_path.resolve(),
-                version_policy=vp.model_dump(),
-                version_labels=dict(mc.version_labels),
-            )
-            try:
-                models.append(ModelConfig.model_validate(data))
-            except ValidationError as exc:
-                reason = str(exc.errors(include_url=False)[0]["msg"]).removeprefix("Value error, ")
-                raise InvalidInput(f"config.model_config_list.config[{i}]: {reason}") from exc
-        return await self._apply(self.config.model_copy(update={"models": models}))
+                config = apply_model_server_config(self.config, server_config)
+        except ConfigError as exc:
+            raise InvalidInput(str(exc)) from exc
+        return await self._apply(config)
 
     async def _apply(self, config: GatewayConfig) -> list[str]:
         assert self.manager is not None
-        changes = await self.manager.apply_config(config)
-        self.config = config
-        if self.mirror is not None:
-            self.mirror.configure(config)
-        if self.rollouts is not None:
-            await self.rollouts.configure(config)
+        async with self._apply_lock:  # reloads, TF Serving reloads and polls, one at a time
+            changes = await self.manager.apply_config(config)
+            self.config = config
+            if self.mirror is not None:
+                self.mirror.configure(config)
+            if self.rollouts is not None:
+                await self.rollouts.configure(config)
         log.info("config_reloaded", changes=changes)
         return changes
 
@@ -396,6 +465,32 @@ def _resolves(view: ModelView[VersionRunner]) -> bool:
     except NotFound:
         return False
     return True
+
+
+def _add_port(server: Any, address: str, credentials: Any) -> int:
+    """Listen on `address` (plaintext, or TLS with `credentials`); the bound port, 0 if not."""
+    if credentials is not None:
+        return int(server.add_secure_port(address, credentials))
+    return int(server.add_insecure_port(address))
+
+
+def _remove_stale_socket(path: Path) -> None:
+    """Remove a Unix socket file left by an earlier run; refuse to touch anything else."""
+    where = "server.grpc_socket_path"
+    if len(os.fsencode(path)) > UNIX_PATH_MAX:
+        raise ConfigError(
+            f"{where}: {path} is too long for a Unix socket "
+            f"({len(os.fsencode(path))} bytes, at most {UNIX_PATH_MAX})"
+        )
+    if not path.parent.is_dir():
+        raise ConfigError(f"{where}: directory does not exist: {path.parent}")
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ConfigError(f"{where}: {path} exists and is not a socket (not removed)")
+    path.unlink(missing_ok=True)
 
 
 def _server_credentials(cfg: Any) -> Any:

@@ -4,75 +4,18 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway.core.errors import ConfigError
-
 PROG = "gateway"
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from gateway.config import load_config
+    from gateway.tfserving.cli import serve
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    server = config.server
-    workers = args.workers if args.workers is not None else server.workers
-    if args.worker_index is None and workers > 1:
-        from gateway.workers import run_workers
-
-        port = args.port if args.port is not None else server.port
-        return run_workers(Path(args.config), server.host, port, workers)
-    updates: dict[str, object] = {}
-    if args.port is not None:
-        updates["port"] = args.port
-    if args.worker_index is not None and server.metrics_port:
-        updates["metrics_port"] = server.metrics_port + args.worker_index
-    if updates:
-        config = config.model_copy(update={"server": server.model_copy(update=updates)})
-    if args.worker_index is not None:
-        from gateway.config import per_worker
-
-        config = per_worker(config, args.worker_index)
-    from gateway.sinks.logging import configure_logging, flush_logs
-
-    configure_logging(config.logging.level, config.logging.format, config.logging.file)
-    if args.worker_index is not None:
-        import structlog
-
-        structlog.contextvars.bind_contextvars(worker=args.worker_index)
-    from gateway.app import Gateway
-
-    async def run() -> None:
-        gateway = Gateway(config, Path(args.config))
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await gateway.start()
-        print(f"listening on {config.server.host}:{gateway.port}", flush=True)
-        await stop.wait()
-        await gateway.stop()
-
-    try:
-        asyncio.run(run())
-    except ConfigError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        flush_logs()
-    return 0
+    return serve(args, PROG)
 
 
 TOKEN_ENV = "GATEWAY_ADMIN_TOKEN"
@@ -217,13 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the gateway")
-    serve.add_argument("--config", required=True, help="YAML config file")
-    serve.add_argument("--port", type=int, help="override server.port")
-    serve.add_argument(
-        "--workers", type=int, help="serving processes sharing the port (overrides server.workers)"
+    from gateway.tfserving.cli import USAGE, add_serve_arguments
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the gateway (--config and/or TF Serving's flags)",
+        usage=USAGE.replace("%(prog)s", f"{PROG} serve"),
+        allow_abbrev=False,
     )
-    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    add_serve_arguments(serve)
     serve.set_defaults(func=_serve)
 
     target = argparse.ArgumentParser(add_help=False)

@@ -41,6 +41,16 @@ class TlsConfig(_Strict):
     client_ca_file: Path | None = None
 
 
+def _channel_argument_value(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"expected an integer or a string, got {value!r}")
+    return value
+
+
+ChannelArgumentValue = Annotated[int | str, BeforeValidator(_channel_argument_value)]
+"""A gRPC channel argument's value: gRPC takes integers and strings."""
+
+
 class ServerConfig(_Strict):
     """Where and how the gRPC server listens."""
 
@@ -61,6 +71,32 @@ class ServerConfig(_Strict):
     tls: TlsConfig | None = None
     admin_token_file: Path | None = None
     admin_token_env: str | None = None
+    grpc_socket_path: Path | None = None
+    """Also listen on this Unix domain socket (`unix:` address; a stale socket file is
+    removed at start), in addition to host:port. TF Serving's `--grpc_socket_path`."""
+    grpc_channel_arguments: dict[str, ChannelArgumentValue] = {}
+    """gRPC server channel arguments (`grpc.max_connection_age_ms: 30000`, ...), applied
+    after the gateway's own options, so they may override the message size limits."""
+    rest_api_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    """TF Serving's `--rest_api_port`. No REST API is served yet: this port answers the
+    Prometheus metrics at the monitoring config's path and 501 for everything else."""
+
+    @field_validator("grpc_channel_arguments")
+    @classmethod
+    def _channel_argument_names(cls, value: dict[str, int | str]) -> dict[str, int | str]:
+        for key in value:
+            if not key.startswith("grpc."):
+                raise ValueError(
+                    f"{key!r}: expected a gRPC channel argument name starting with 'grpc.' "
+                    "(e.g. grpc.max_connection_age_ms)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> ServerConfig:
+        if self.rest_api_port is not None and self.rest_api_port == self.port:
+            raise ValueError(f"rest_api_port: must differ from port ({self.port})")
+        return self
 
 
 class LifecycleConfig(_Strict):
@@ -76,6 +112,10 @@ class LifecycleConfig(_Strict):
     (false: accept calls at once, models answer NOT_FOUND until loaded)."""
     startup_timeout_seconds: Annotated[float, Field(gt=0)] = 600.0
     """With `load_before_serving`, the longest the port waits for first loads."""
+    max_load_retries: Annotated[int, Field(ge=0)] | None = None
+    """TF Serving's `--max_num_load_retries`: a failed version is retried with backoff up to
+    this many times with unchanged files, then stays FAILED until its files change. None:
+    retried only when its files change (with backoff, with no limit)."""
 
 
 class LoggingConfig(_Strict):
@@ -440,6 +480,29 @@ class MirroringConfig(_Strict):
     breaker: BreakerConfig = BreakerConfig()
 
 
+class TfServingConfig(_Strict):
+    """TF Serving's own config files, read with TF Serving's protos (README: Coming from
+    TF Serving); the matching `tensorflow_model_server` flags set these keys."""
+
+    model_config_file: Path | None = None
+    """Text-format `tensorflow.serving.ModelServerConfig`: the models served."""
+    model_config_file_poll_wait_seconds: Annotated[float, Field(ge=0)] = 0.0
+    """Re-read `model_config_file` this often and apply its changes (0: read once)."""
+    batching_parameters_file: Path | None = None
+    """Text-format `tensorflow.serving.BatchingParameters`, applied to every model's batching."""
+    monitoring_config_file: Path | None = None
+    """Text-format `tensorflow.serving.MonitoringConfig` (Prometheus metrics path)."""
+    enable_batching: bool | None = None
+    """TF Serving's `--enable_batching`: sets every model's `batching.enabled` (None: each
+    model's own)."""
+
+    @model_validator(mode="after")
+    def _batching(self) -> TfServingConfig:
+        if self.batching_parameters_file is not None and self.enable_batching is False:
+            raise ValueError("batching_parameters_file is set while enable_batching is false")
+        return self
+
+
 class GatewayConfig(_Strict):
     """The whole gateway configuration file."""
 
@@ -448,6 +511,7 @@ class GatewayConfig(_Strict):
     logging: LoggingConfig = LoggingConfig()
     rollouts: RolloutsConfig = RolloutsConfig()
     mirroring: MirroringConfig = MirroringConfig()
+    tfserving: TfServingConfig = TfServingConfig()
     models: list[ModelConfig] = []
 
     @field_validator("models")
@@ -494,8 +558,21 @@ def per_worker(config: GatewayConfig, index: int) -> GatewayConfig:
         else m
         for m in config.models
     ]
+    # A Unix socket has no SO_REUSEPORT: worker 0 alone listens there. The REST port,
+    # like the metrics port, is offset per worker.
+    server = config.server
+    server = server.model_copy(
+        update={
+            "grpc_socket_path": server.grpc_socket_path if index == 0 else None,
+            "rest_api_port": server.rest_api_port + index if server.rest_api_port else None,
+        }
+    )
     return config.model_copy(
-        update={"logging": logging.model_copy(update=updates), "models": models}
+        update={
+            "logging": logging.model_copy(update=updates),
+            "models": models,
+            "server": server,
+        }
     )
 
 
@@ -552,6 +629,11 @@ def parse_config(data: Any, base_dir: Path) -> GatewayConfig:
             "logging": _resolve_paths(config.logging, base_dir, ("file", "divergence_log")),
             "rollouts": _resolve_paths(config.rollouts, base_dir, ("state_dir",)),
             "server": _resolve_server(config.server, base_dir),
+            "tfserving": _resolve_paths(
+                config.tfserving,
+                base_dir,
+                ("model_config_file", "batching_parameters_file", "monitoring_config_file"),
+            ),
         }
     )
 
@@ -575,7 +657,7 @@ def _resolve_server(server: ServerConfig, base_dir: Path) -> ServerConfig:
             if value is not None and not value.is_file():
                 raise ConfigError(f"server.tls.{key}: file does not exist: {value}")
         updates["tls"] = tls
-    resolved = _resolve_paths(server, base_dir, ("admin_token_file",))
+    resolved = _resolve_paths(server, base_dir, ("admin_token_file", "grpc_socket_path"))
     if resolved.admin_token_file is not None and not resolved.admin_token_file.is_file():
         raise ConfigError(
             f"server.admin_token_file: file does not exist: {resolved.admin_token_file}"
@@ -585,6 +667,12 @@ def _resolve_server(server: ServerConfig, base_dir: Path) -> ServerConfig:
 
 def load_config(path: str | Path) -> GatewayConfig:
     """Read and validate a YAML config file, raising `ConfigError` with a one-line reason."""
+    return parse_config(read_config_data(path), Path(path).parent)
+
+
+def read_config_data(path: str | Path) -> Any:
+    """The parsed YAML document of a config file (not validated yet; see `parse_config`),
+    raising `ConfigError` naming the file (and line and column for invalid YAML)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -599,4 +687,4 @@ def load_config(path: str | Path) -> GatewayConfig:
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{where}: invalid YAML: {problem}") from exc
-    return parse_config(data, path.parent)
+    return data

@@ -20,7 +20,7 @@ from gateway.config import BatchingConfig
 from gateway.core.dtypes import DT_FLOAT, DT_STRING
 from gateway.core.errors import NotFound
 from gateway.core.inference import Method
-from gateway.core.model_view import ModelView
+from gateway.core.model_view import ModelView, servable_not_found
 from gateway.core.servable import (
     DEFAULT_SIGNATURE,
     Arrays,
@@ -112,7 +112,10 @@ class StaticTable:
         """The view of `name`; NotFound like the manager's."""
         view = self.table.get(name)
         if view is None:
-            raise NotFound(f"model '{name}' not found; served models: {', '.join(self.table)}")
+            raise NotFound(
+                f"{servable_not_found(name)}: model '{name}' not found; served models: "
+                f"{', '.join(self.table)}"
+            )
         return view
 
     def _replace(self, name: str, **changes: Any) -> None:

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
+from collections.abc import Sequence
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -25,8 +25,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def run_workers(config_path: Path, host: str, port: int, workers: int) -> int:
-    """Supervise `workers` serving processes; returns the exit code."""
+def run_workers(serve_args: Sequence[str], host: str, port: int, workers: int) -> int:
+    """Supervise `workers` serving processes, each `gateway serve SERVE_ARGS` (the config
+    file and flags the parent got) on `port`; returns the exit code."""
     if port == 0:
         port = free_port(host)
     print(f"listening on {host}:{port} ({workers} workers)", flush=True)
@@ -38,8 +39,7 @@ def run_workers(config_path: Path, host: str, port: int, workers: int) -> int:
                 "-m",
                 "gateway",
                 "serve",
-                "--config",
-                str(config_path),
+                *serve_args,
                 "--port",
                 str(port),
                 "--worker-index",

@@ -34,6 +34,14 @@ class Servable(Protocol):
 S_co = TypeVar("S_co", bound=Servable, covariant=True)
 
 
+def servable_not_found(model: str, version: int | None = None) -> str:
+    """TF Serving's wording for a request no loaded version can answer (readiness probes
+    written for TF Serving match on it): `Servable not found for request: Latest(m)` or
+    `Specific(m, 3)`. The gateway's own detail follows it."""
+    request = f"Latest({model})" if version is None else f"Specific({model}, {version})"
+    return f"Servable not found for request: {request}"
+
+
 @dataclass(frozen=True)
 class ModelView(Generic[S_co]):
     """Immutable snapshot of one model's servable versions and labels."""
@@ -57,8 +65,9 @@ class ModelView(Generic[S_co]):
             runner = self.versions.get(version)
             if runner is None:
                 raise NotFound(
-                    f"model '{self.name}' version {version} is not available; available "
-                    f"versions: {sorted(self.versions) or 'none'}"
+                    f"{servable_not_found(self.name, version)}: model '{self.name}' version "
+                    f"{version} is not available; available versions: "
+                    f"{sorted(self.versions) or 'none'}"
                 )
             return runner
         if label:
@@ -80,7 +89,9 @@ class ModelView(Generic[S_co]):
                 return self.resolve(None, self.primary)
             return self.resolve(self.primary)
         if not self.versions:
-            raise NotFound(f"model '{self.name}' has no available version")
+            raise NotFound(
+                f"{servable_not_found(self.name)}: model '{self.name}' has no available version"
+            )
         return self.versions[max(self.versions)]
 
 

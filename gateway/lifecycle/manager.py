@@ -21,7 +21,7 @@ import structlog
 
 from gateway.config import GatewayConfig, LifecycleConfig, ModelConfig
 from gateway.core.errors import NotFound, VersionLoadError
-from gateway.core.model_view import ModelView, Servable
+from gateway.core.model_view import ModelView, Servable, servable_not_found
 from gateway.core.servable import LoadedVersion
 from gateway.core.states import VersionState, VersionStatus
 from gateway.lifecycle.loader import LoadHook, PreCheck, WarmupDecoder, load_version
@@ -46,6 +46,8 @@ class _Record(Generic[R]):
     failures: int = 0
     fingerprint: Fingerprint | None = None
     retry_at: float = 0.0
+    same_files_failures: int = 0
+    """Failed loads of the current files (`lifecycle.max_load_retries` counts these)."""
     warmup_records: int = 0
     runtime: str = ""
 
@@ -103,7 +105,7 @@ class VersionManager(Generic[R]):
         view = self.table.get(name)
         if view is None:
             raise NotFound(
-                f"model '{name}' not found; served models: "
+                f"{servable_not_found(name)}: model '{name}' not found; served models: "
                 f"{', '.join(sorted(self.table)) or 'none'}"
             )
         return view
@@ -276,7 +278,10 @@ class VersionManager(Generic[R]):
         for version, rec in model.records.items():
             if rec.state is VersionState.FAILED and version in found and now >= rec.retry_at:
                 current = await asyncio.to_thread(fingerprint, found[version])
-                if current != rec.fingerprint:
+                budget = self._lifecycle.max_load_retries
+                if current != rec.fingerprint or (
+                    budget is not None and rec.same_files_failures <= budget
+                ):
                     retry.add(version)
         states = {v: r.state for v, r in model.records.items()}
         for action in plan(model.aspired, states, retry):
@@ -302,7 +307,10 @@ class VersionManager(Generic[R]):
         started = time.monotonic()
         loop = asyncio.get_running_loop()
         try:
-            rec.fingerprint = await asyncio.to_thread(fingerprint, rec.path)
+            files = await asyncio.to_thread(fingerprint, rec.path)
+            if files != rec.fingerprint:
+                rec.same_files_failures = 0
+            rec.fingerprint = files
             loaded, warmed = await loop.run_in_executor(
                 self._pool,
                 lambda: load_version(
@@ -323,6 +331,7 @@ class VersionManager(Generic[R]):
                 str(exc) if isinstance(exc, VersionLoadError) else f"{type(exc).__name__}: {exc}"
             )
             rec.failures += 1
+            rec.same_files_failures += 1
             rec.state = VersionState.FAILED
             rec.error = reason
             backoff = min(

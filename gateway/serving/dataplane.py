@@ -149,15 +149,21 @@ class DataPlane:
             else:
                 alias = example_alias(sig, request.method, self._check_method_names)
                 served = {alias: _examples(request).serialized}
-                if runner.checker is not None:
+                if runner.checker is not None or runner.skew is not None:
+                    # the raw features of tf.Example requests, for the version's checks
+                    # and skew window (Predict's are fed on the model-call threads)
                     examples = _examples(request)
-                    names = runner.checker.features | examples.feature_names()
+                    trained = runner.checker.features if runner.checker is not None else None
+                    names = (trained or frozenset()) | examples.feature_names()
                     features = examples.features(names)
-                    mismatches = runner.checker.check(features)
+                    if runner.checker is not None:
+                        mismatches = runner.checker.check(features)
+                    if runner.skew is not None:
+                        runner.skew.add(features)
             if mismatches:
                 self._report(runner, mismatches)
             rows = sig.validate(served)
-            outputs = await runner.run(sig, served, rows)
+            outputs = _filtered(await runner.run(sig, served, rows), request.output_filter)
         except GatewayError as exc:
             code = exc.kind.status_name
             raise
@@ -177,19 +183,13 @@ class DataPlane:
                     signature=sig.name if sig is not None else request.signature,
                     features=features,
                     served_inputs=served if served is not features else None,
-                    outputs=_filtered(outputs, request.output_filter),
+                    outputs=outputs,
                     mismatches=mismatches,
                 )
                 for hook in self._hooks:
                     hook.on_response(answer)
         assert sig is not None and outputs is not None
-        return InferenceResult(
-            request.model,
-            runner.version,
-            sig.name,
-            _filtered(outputs, request.output_filter) or {},
-            request.method,
-        )
+        return InferenceResult(request.model, runner.version, sig.name, outputs, request.method)
 
     def _route(
         self, request: InferenceRequest, view: ModelView[VersionRunner]
@@ -217,8 +217,8 @@ class DataPlane:
             )
 
 
-def _filtered(outputs: Arrays | None, output_filter: Sequence[str]) -> Arrays | None:
-    if outputs is None or not output_filter:
+def _filtered(outputs: Arrays, output_filter: Sequence[str]) -> Arrays:
+    if not output_filter:
         return outputs
     return {k: outputs[k] for k in dict.fromkeys(output_filter)}
 

@@ -35,7 +35,10 @@ def test_demo_shows_preprocessing_mismatches_skew_and_a_failed_version(
     assert "log: feature_skew_drift model=fraud version=2 feature=amount" in out
     # clear errors, a corrupted version failing while the previous one keeps serving
     assert "feature 'age': shape [batch, 3] does not match training shape [batch, 1]" in out
-    assert "NOT_FOUND: model 'fraud' version 7 is not available" in out
+    assert (
+        "NOT_FOUND: Servable not found for request: Specific(fraud, 7): "
+        "model 'fraud' version 7 is not available"
+    ) in out
     assert "version 3: FAILED" in out and "reason: manifest mismatch: variables/" in out
     # shadow: version 2 mirrored, divergence measured and reported
     assert re.search(r"shadow:canary \(version 2\): \d+ requests compared, \d+ diverged", out)

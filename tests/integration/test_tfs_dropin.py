@@ -174,3 +174,16 @@ def test_status_says_which_runtime_each_version_took(gw):
     reply = admin.GetStatus(admin_pb2.GetStatusRequest(), timeout=30)
     runtimes = {m.name: {v.runtime for v in m.versions} for m in reply.models}
     assert runtimes == {"tf1": {"tf1_session"}, "tf2": {"tf2_function"}}
+
+
+def test_not_found_speaks_tf_servings_words_then_ours(gw):
+    x = np.array([[1.0]], dtype=np.float32)
+    for request, words, ours in (
+        (predict_request("nope", {"x": x}), "Latest(nope)", "served models: tf1, tf2"),
+        (predict_request("tf1", {"x": x}, version=9), "Specific(tf1, 9)", "available versions"),
+    ):
+        with pytest.raises(grpc.RpcError) as err:
+            stubs(gw).Predict(request, timeout=30)
+        assert err.value.code() is grpc.StatusCode.NOT_FOUND
+        assert err.value.details().startswith(f"Servable not found for request: {words}: ")
+        assert ours in err.value.details()
