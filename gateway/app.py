@@ -33,6 +33,7 @@ from gateway.serving.lane_summary import LaneSummary
 from gateway.serving.mirror import Mirror
 from gateway.serving.runner import VersionRunner
 from gateway.sinks.metrics import Metrics
+from gateway.transport import oip_grpc
 from gateway.transport.admin import AdminServicer
 from gateway.transport.auth import AdminAuth, load_token
 from gateway.transport.capture import PredictionLogCapture
@@ -146,6 +147,13 @@ class Gateway:
         """Bind the port, start serving, and begin loading every configured model."""
         self._loop = asyncio.get_running_loop()
         cfg = self.config.server
+        tfs = self.config.tfserving
+        if self._source is None and tfs != type(tfs)():
+            raise ConfigError(
+                "tfserving: TF Serving's files are read by the serve command line "
+                "(`gateway serve`, `tensorflow_model_server`), or pass "
+                "source=gateway.tfserving.source.TfServingSource(...)"
+            )
         auth = AdminAuth(load_token(cfg))  # ConfigError before anything is bound
         if not auth.enabled:
             log.warning(
@@ -196,6 +204,7 @@ class Gateway:
                 self.rollouts,
                 auth,
             ),
+            oip_grpc.OipServicer(self.plane, self.manager, self.metrics),
         ]
         for servicer in servicers:
             servicer.replica = self.replica
@@ -204,6 +213,7 @@ class Gateway:
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(servicers[1], self._server)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(servicers[2], self._server)
+        oip_grpc.add_to_server(servicers[3], self._server)
         self._health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
@@ -212,9 +222,11 @@ class Gateway:
                 "tensorflow.serving.ModelService",
                 admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                oip_grpc.SERVICE,
                 reflection.SERVICE_NAME,
             ],
             self._server,
+            pool=oip_grpc.ReflectionPool(),
         )
         credentials = _server_credentials(cfg) if cfg.tls is not None else None
         self.port = _add_port(self._server, f"{cfg.host}:{cfg.port}", credentials)
@@ -283,7 +295,7 @@ class Gateway:
         """Re-read the polled files (TF Serving's model_config_file) every period and apply
         what changed; an invalid file is logged (once per distinct error) and ignored."""
         last_error = ""
-        while True:
+        while source.poll_seconds > 0:  # a reload may turn polling off
             await asyncio.sleep(source.poll_seconds)  # the polling period is the behaviour
             try:
                 config = await asyncio.to_thread(source.poll, self.config)

@@ -38,18 +38,27 @@ class HasMetrics:
 
 
 Handler = Callable[[Any, Any, Any], Awaitable[Any]]
+ModelOf = Callable[[Any], tuple[str, str]]
+"""(model, version) a request or response message names, for the metrics labels."""
 
 
 _ID_PREFIX = os.urandom(8).hex()
 _ID_COUNTER = itertools.count()
 
 
-def request_id(context: Any) -> str:
-    """The caller's x-request-id (if it is a sane token) or a new id: a random per-process
-    prefix and a counter (unique, and cheaper than a uuid4 per request)."""
+def _sane_id(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 128
+
+
+def request_id(context: Any, own: str = "") -> str:
+    """The id the request names itself (`own`, e.g. a v2 request's `id`), else the caller's
+    x-request-id (if it is a sane token), else a new id: a random per-process prefix and a
+    counter (unique, and cheaper than a uuid4 per request)."""
+    if _sane_id(own):
+        return own
     for key, value in context.invocation_metadata() or ():
-        if key == REQUEST_ID and isinstance(value, str) and 0 < len(value) <= 128:
-            return value
+        if key == REQUEST_ID and _sane_id(value):
+            return str(value)
     return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
@@ -66,24 +75,30 @@ def _model_of(message: Any) -> tuple[str, str]:
     return spec.name, version
 
 
-def unary(method: str) -> Callable[[Handler], Handler]:
-    """Decorate an async servicer method `(self, request, context) -> response`."""
+def unary(
+    method: str,
+    model_of: ModelOf = _model_of,
+    id_of: Callable[[Any], str] | None = None,
+) -> Callable[[Handler], Handler]:
+    """Decorate an async servicer method `(self, request, context) -> response`.
+    `model_of` reads the model and version labels off the request (and the response);
+    `id_of` the request's own id, when its protocol has one (it wins over x-request-id)."""
 
     def decorate(fn: Handler) -> Handler:
         @functools.wraps(fn)
         async def wrapper(self: HasMetrics, request: Any, context: Any) -> Any:
-            rid = request_id(context)
+            rid = request_id(context, id_of(request) if id_of is not None else "")
             replica = getattr(self, "replica", "")
             trailing = ((REQUEST_ID, rid), (REPLICA, replica)) if replica else ((REQUEST_ID, rid),)
             context.set_trailing_metadata(trailing)
             started = time.perf_counter()
-            model, version = _model_of(request)
+            model, version = model_of(request)
             code = grpc.StatusCode.OK
             structlog.contextvars.bind_contextvars(request_id=rid)
             CURRENT_REQUEST_ID.set(rid)
             try:
                 response = await fn(self, request, context)
-                model, version = _model_of(response) if model else (model, version)
+                model, version = model_of(response) if model else (model, version)
                 return response
             except GatewayError as exc:
                 code = status_code(exc.kind)

@@ -96,3 +96,56 @@ def test_feature_check_actions_are_completed_with_the_defaults():
     assert FeatureChecksConfig().actions == dict(DEFAULT_CHECK_ACTIONS)
     given = FeatureChecksConfig.model_validate({"actions": {"out_of_range": "reject"}})
     assert given.actions == {**DEFAULT_CHECK_ACTIONS, "out_of_range": "reject"}
+
+
+def test_tf_serving_keys_resolve_and_validate(tmp_path):
+    from gateway.config import per_worker
+
+    config = parse_config(
+        {
+            "server": {
+                "grpc_socket_path": "run/gw.sock",
+                "grpc_channel_arguments": {"grpc.max_connection_age_ms": 30000, "grpc.x": "y"},
+                "rest_api_port": 8501,
+            },
+            "lifecycle": {"max_load_retries": 0},
+            "tfserving": {"model_config_file": "models.config", "enable_batching": True},
+        },
+        tmp_path,
+    )
+    assert config.server.grpc_socket_path == tmp_path / "run" / "gw.sock"
+    assert config.server.grpc_channel_arguments["grpc.max_connection_age_ms"] == 30000
+    assert config.tfserving.model_config_file == tmp_path / "models.config"
+    assert config.tfserving.model_config_file_poll_wait_seconds == 0
+    assert config.lifecycle.max_load_retries == 0
+    assert parse_config({}, tmp_path).lifecycle.max_load_retries is None
+    w1 = per_worker(config, 1)  # one socket listener; the REST port offset like metrics
+    assert w1.server.grpc_socket_path is None and w1.server.rest_api_port == 8502
+    assert per_worker(config, 0).server.grpc_socket_path == config.server.grpc_socket_path
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"server": {"grpc_channel_arguments": {"max_connection_age_ms": 1}}},
+            "server.grpc_channel_arguments: 'max_connection_age_ms': expected a gRPC channel "
+            "argument name starting with 'grpc.'",
+        ),
+        (
+            {"server": {"grpc_channel_arguments": {"grpc.keepalive_time_ms": 1.5}}},
+            "server.grpc_channel_arguments.grpc.keepalive_time_ms: expected an integer or a "
+            "string, got 1.5",
+        ),
+        ({"server": {"port": 8500, "rest_api_port": 8500}}, "server: rest_api_port: must differ"),
+        ({"lifecycle": {"max_load_retries": -1}}, "lifecycle.max_load_retries: Input should be"),
+        (
+            {"tfserving": {"batching_parameters_file": "b.config", "enable_batching": False}},
+            "tfserving: batching_parameters_file is set while enable_batching is false",
+        ),
+    ],
+)
+def test_tf_serving_key_errors(tmp_path, data, message):
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, tmp_path)
+    assert str(err.value).startswith(message), str(err.value)

@@ -19,9 +19,18 @@ from gateway.core.dtypes import DT_FLOAT, DT_STRING
 from gateway.core.inference import InferenceRequest, Method
 from gateway.routing.router import Arm, RouteDecision
 from gateway.serving.dataplane import Answer, DataPlane
-from gateway.serving.mirror import Breaker, Compared, Failed, Outcome
+from gateway.serving.mirror import (
+    CANARY,
+    NOISE,
+    SHADOW,
+    Breaker,
+    Compared,
+    Failed,
+    Mirror,
+    MirrorTask,
+    Outcome,
+)
 from gateway.serving.mirror.lanes import lanes_of
-from gateway.serving.mirror import CANARY, NOISE, SHADOW, Mirror, MirrorTask
 from gateway.testing import StaticTable, numpy_signature, numpy_version
 
 X = np.array([[1.0], [2.0]], dtype=np.float32)
