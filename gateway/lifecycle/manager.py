@@ -33,6 +33,12 @@ log = structlog.get_logger("gateway.lifecycle")
 
 R = TypeVar("R", bound=Servable)
 
+Loader = Callable[[str, int, Path], tuple[LoadedVersion, int]]
+"""Loads one version directory on a loader thread: (model, version, path) -> (the loaded
+version, warmup records replayed); raises `VersionLoadError` with the reason. The default
+is the SavedModel pipeline (`lifecycle.loader.load_version` with the manager's hooks);
+tests pass a fake runtime's."""
+
 RunnerFactory = Callable[[ModelConfig, LoadedVersion], R]
 """Builds the serving layer's runner of a loaded version (batchers, checks)."""
 
@@ -77,8 +83,10 @@ class VersionManager(Generic[R]):
         on_change: Callable[[], None] | None = None,
         on_load_failure: Callable[[str, int, str], None] | None = None,
         decode_warmup: WarmupDecoder | None = None,
+        load: Loader | None = None,
     ) -> None:
         self._lifecycle: LifecycleConfig = config.lifecycle
+        self._load_version: Loader = load or self._load_saved_model
         self._make_runner = make_runner
         self.monitor = monitor or StateMonitor()
         self._hooks = list(hooks)
@@ -223,6 +231,17 @@ class VersionManager(Generic[R]):
 
     # -- internals -------------------------------------------------------------------
 
+    def _load_saved_model(self, name: str, version: int, path: Path) -> tuple[LoadedVersion, int]:
+        return load_version(
+            name,
+            version,
+            path,
+            self._hooks,
+            self._lifecycle.warmup,
+            self._pre_checks,
+            self._decode_warmup,
+        )
+
     async def _poll_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
@@ -312,16 +331,7 @@ class VersionManager(Generic[R]):
                 rec.same_files_failures = 0
             rec.fingerprint = files
             loaded, warmed = await loop.run_in_executor(
-                self._pool,
-                lambda: load_version(
-                    name,
-                    version,
-                    rec.path,
-                    self._hooks,
-                    self._lifecycle.warmup,
-                    self._pre_checks,
-                    self._decode_warmup,
-                ),
+                self._pool, self._load_version, name, version, rec.path
             )
             runner = self._make_runner(model.config, loaded)
         except asyncio.CancelledError:

@@ -19,7 +19,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from gateway.samples import build_half_plus_two, make_example
-from tests.support import outputs_of, predict_request, wait_compared
+from tests.support import outputs_of, predict_request, wait_compared, wait_until
 
 X = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
 EXAMPLES = np.array(
@@ -335,7 +335,11 @@ def test_reflection_and_metrics(served):
     labels = {"method": "oip.ModelInfer", "model": "keras", "version": "1", "code": "OK"}
     assert reg.get_sample_value("gateway_requests_total", labels) == 1.0
     labels = {"method": "oip.ModelInfer", "model": "nope", "version": "", "code": "NOT_FOUND"}
-    assert reg.get_sample_value("gateway_requests_total", labels) == 1.0
+    wait_until(  # an aborted call is counted just after its status is sent
+        lambda: reg.get_sample_value("gateway_requests_total", labels) == 1.0,
+        10,
+        "the NOT_FOUND call counted",
+    )
 
 
 def test_v2_requests_are_mirrored_and_logged_with_their_protocol(
@@ -381,3 +385,63 @@ def test_v2_requests_are_mirrored_and_logged_with_their_protocol(
     assert {(r["primary_version"], r["shadow_version"]) for r in records} == {(1, 2)}
     first = next(r for r in records if r["request_id"] == "v2-0")
     np.testing.assert_allclose(first["features"]["x"], x[0].tolist(), rtol=1e-6)
+
+
+def test_readiness_follows_loading(make_repo, models_dir, gateway_factory):
+    keras = make_repo("keras", {1: "keras_a"})
+    later = make_repo("later", {})
+    gw = gateway_factory(
+        {
+            "models": [
+                {"name": "keras", "base_path": str(keras)},
+                {"name": "later", "base_path": str(later)},
+            ]
+        }
+    )
+    client = triton.InferenceServerClient(url=f"127.0.0.1:{gw.gateway.port}")
+    try:
+        assert client.is_server_live()
+        assert client.is_model_ready("keras") and not client.is_model_ready("later")
+        assert not client.is_server_ready()  # a configured model has no version yet
+        with fails("NOT_FOUND", "later"):
+            client.infer("later", [infer_input("x", X, "FP32")])
+        shutil.copytree(models_dir / "keras_b", later / "4")
+        wait_until(lambda: client.is_model_ready("later"), 60, "version 4 of 'later' loaded")
+        assert client.is_server_ready() and client.is_model_ready("later", "4")
+        assert list(client.get_model_metadata("later").versions) == ["4"]
+    finally:
+        client.close()
+
+
+def test_bundle_versions_take_raw_features(seed_bundle, gateway_factory):
+    """A version that ships preprocessing: metadata describes the raw-feature signature,
+    and raw features in give Predict's answer (the version's own preprocessing applied)."""
+    from tensorflow_serving.apis import get_model_metadata_pb2
+
+    gw = gateway_factory({"models": [{"name": "fraud", "base_path": str(seed_bundle["with"])}]})
+    client = triton.InferenceServerClient(url=f"127.0.0.1:{gw.gateway.port}")
+    try:
+        meta = client.get_model_metadata("fraud")
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        request.model_spec.name = "fraud"
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(gw.channel)
+        sigmap = get_model_metadata_pb2.SignatureDefMap()
+        stub.GetModelMetadata(request, timeout=10).metadata["signature_def"].Unpack(sigmap)
+        advertised = sigmap.signature_def["serving_default"]
+        assert [t.name for t in meta.inputs] == sorted(advertised.inputs) == ["x"]
+        assert {t.name for t in meta.outputs} == set(advertised.outputs)
+        assert (meta.inputs[0].datatype, list(meta.inputs[0].shape)) == ("FP32", [-1, 1])
+        x = seed_bundle["x"][:8]
+        result = client.infer("fraud", [infer_input("x", x, "FP32")])
+        (name,) = advertised.outputs
+        expected = predict(gw, "fraud", {"x": x})[name]
+        np.testing.assert_allclose(result.as_numpy(name), expected, rtol=1e-6, atol=1e-7)
+        model = seed_bundle["model"]
+        np.testing.assert_allclose(
+            result.as_numpy(name),
+            model.predict(np.asarray(seed_bundle["norm"](x)), verbose=0),
+            rtol=1e-4,
+            atol=1e-5,
+        )
+    finally:
+        client.close()
