@@ -14,7 +14,12 @@ import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
-from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+from tensorflow_serving.apis import (
+    model_service_pb2,
+    model_service_pb2_grpc,
+    prediction_service_pb2,
+    prediction_service_pb2_grpc,
+)
 
 from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
 from gateway.analysis.skew import FeatureSkew
@@ -218,8 +223,8 @@ class Gateway:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             [
-                "tensorflow.serving.PredictionService",
-                "tensorflow.serving.ModelService",
+                prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"].full_name,
+                model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
                 admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 oip_grpc.SERVICE,

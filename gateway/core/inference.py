@@ -1,7 +1,7 @@
 """Protocol-independent request and result types of the data plane.
 
-Every transport (TF Serving gRPC today; REST and the Open Inference Protocol next)
-converts its wire format into an `InferenceRequest`, calls the data plane, and
+Every transport (TF Serving's gRPC API and the Open Inference Protocol over gRPC; REST
+next) converts its wire format into an `InferenceRequest`, calls the data plane, and
 converts the `InferenceResult` back. Nothing here knows a wire format.
 """
 

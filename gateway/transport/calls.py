@@ -12,7 +12,7 @@ import functools
 import itertools
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import grpc
@@ -54,9 +54,14 @@ def request_id(context: Any, own: str = "") -> str:
     """The id the request names itself (`own`, e.g. a v2 request's `id`), else the caller's
     x-request-id (if it is a sane token), else a new id: a random per-process prefix and a
     counter (unique, and cheaper than a uuid4 per request)."""
+    return request_id_of(context.invocation_metadata() or (), own)
+
+
+def request_id_of(metadata: Iterable[tuple[str, Any]], own: str = "") -> str:
+    """`request_id` from (lowercase key, value) pairs: gRPC metadata or HTTP headers."""
     if _sane_id(own):
         return own
-    for key, value in context.invocation_metadata() or ():
+    for key, value in metadata:
         if key == REQUEST_ID and _sane_id(value):
             return str(value)
     return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
@@ -81,7 +86,8 @@ def unary(
     id_of: Callable[[Any], str] | None = None,
 ) -> Callable[[Handler], Handler]:
     """Decorate an async servicer method `(self, request, context) -> response`.
-    `model_of` reads the model and version labels off the request (and the response);
+    `model_of` reads the model and version labels off the request (and the response, when
+    it names a model);
     `id_of` the request's own id, when its protocol has one (it wins over x-request-id)."""
 
     def decorate(fn: Handler) -> Handler:
@@ -98,7 +104,9 @@ def unary(
             CURRENT_REQUEST_ID.set(rid)
             try:
                 response = await fn(self, request, context)
-                model, version = model_of(response) if model else (model, version)
+                if model:  # the answering version, when the response names one
+                    answered = model_of(response)
+                    model, version = answered if answered[0] else (model, version)
                 return response
             except GatewayError as exc:
                 code = status_code(exc.kind)

@@ -53,7 +53,11 @@ def _infer_model(message: Any) -> tuple[str, str]:
 
 
 def _named_model(message: Any) -> tuple[str, str]:
-    return getattr(message, "name", ""), getattr(message, "version", "")
+    """ModelReady/ModelMetadata requests name the model (their responses: none, or no
+    single version, so the request's labels stay)."""
+    if isinstance(message, pb.ModelMetadataResponse | pb.ModelReadyResponse):
+        return "", ""
+    return message.name, message.version
 
 
 def _own_id(message: Any) -> str:

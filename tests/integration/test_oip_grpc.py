@@ -329,10 +329,13 @@ def test_reflection_and_metrics(served):
         assert method in {m.name for m in services[service].method}
 
     served.client.infer("keras", [infer_input("x", X, "FP32")], model_version="1")
+    served.client.is_model_ready("keras", "2")
     with fails("NOT_FOUND"):
         served.client.infer("nope", [infer_input("x", X, "FP32")])
     reg = served.gateway.metrics.registry
     labels = {"method": "oip.ModelInfer", "model": "keras", "version": "1", "code": "OK"}
+    assert reg.get_sample_value("gateway_requests_total", labels) == 1.0
+    labels = {"method": "oip.ModelReady", "model": "keras", "version": "2", "code": "OK"}
     assert reg.get_sample_value("gateway_requests_total", labels) == 1.0
     labels = {"method": "oip.ModelInfer", "model": "nope", "version": "", "code": "NOT_FOUND"}
     wait_until(  # an aborted call is counted just after its status is sent

@@ -188,6 +188,13 @@ def test_get_model_status_and_health_and_reflection(served):
         "gateway.v1.AdminService",
         "grpc.health.v1.Health",
     } <= names
+    for service in ("tensorflow.serving.PredictionService", "tensorflow.serving.ModelService"):
+        described = next(
+            refl.ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol=service)])
+            )
+        )
+        assert described.file_descriptor_response.file_descriptor_proto, service
 
 
 def test_request_id_is_returned_in_trailing_metadata(served):

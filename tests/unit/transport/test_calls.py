@@ -119,3 +119,30 @@ def test_success_is_counted_ok_and_gets_a_fresh_request_id():
 
 def test_long_messages_are_truncated():
     assert len(errors.InvalidInput("x" * 5000).message) == errors.MAX_MESSAGE_CHARS
+
+
+class OwnIds:
+    """A protocol whose messages name their model and carry their own request id (v2)."""
+
+    def __init__(self):
+        self.metrics = FakeMetrics()
+        self.seen_id = None
+
+    @unary("v2.Call", model_of=lambda m: (m["model"], m["version"]), id_of=lambda m: m["id"])
+    async def Call(self, request, context):
+        self.seen_id = current_request_id()
+        if request["version"] == "status":  # a response naming no model
+            return {"model": "", "version": "", "id": ""}
+        return {"model": request["model"], "version": "3", "id": request["id"]}
+
+
+def test_a_protocol_may_name_its_model_labels_and_own_request_id():
+    service = OwnIds()
+    context = FakeContext([(REQUEST_ID, "header-id")])
+    asyncio.run(service.Call({"model": "m", "version": "", "id": "own-1"}, context))
+    assert service.seen_id == "own-1" and (REQUEST_ID, "own-1") in context.trailing
+    assert service.metrics.observed == [("v2.Call", "m", "3", "OK")]  # the answering version
+    asyncio.run(service.Call({"model": "m", "version": "", "id": ""}, context))
+    assert service.seen_id == "header-id"  # no own id: x-request-id as before
+    asyncio.run(service.Call({"model": "m", "version": "status", "id": ""}, context))
+    assert service.metrics.observed[-1] == ("v2.Call", "m", "status", "OK")  # request's labels
