@@ -38,13 +38,14 @@ from gateway.serving.lane_summary import LaneSummary
 from gateway.serving.mirror import Mirror
 from gateway.serving.runner import VersionRunner
 from gateway.sinks.metrics import Metrics
-from gateway.transport import oip_grpc
+from gateway.transport import oip_grpc, oip_rest
 from gateway.transport.admin import AdminServicer
 from gateway.transport.auth import AdminAuth, load_token
 from gateway.transport.capture import PredictionLogCapture
 from gateway.transport.model_server_config import apply_model_server_config
 from gateway.transport.model_service import ModelServicer
 from gateway.transport.prediction import PredictionServicer
+from gateway.transport.tfs_rest import RestServer, TfsRestApi, server_ssl_context
 from gateway.transport.warmup import decode_warmup_record
 
 log = structlog.get_logger("gateway")
@@ -112,6 +113,7 @@ class Gateway:
         self._source_task: asyncio.Task[None] | None = None
         self._apply_lock = asyncio.Lock()
         self.rest_port: int | None = None
+        self._rest: RestServer | None = None
         self.socket_path: Path | None = None
         self.metrics = Metrics()
         self.monitor = StateMonitor()
@@ -258,11 +260,9 @@ class Gateway:
                     detail="serving before every model finished loading "
                     f"(lifecycle.startup_timeout_seconds={lifecycle.startup_timeout_seconds})",
                 )
-            await self._server.start()
-            await self._health.set(OVERALL, health_pb2.HealthCheckResponse.SERVING)
+            await self._open()
         else:
-            await self._server.start()
-            await self._health.set(OVERALL, health_pb2.HealthCheckResponse.SERVING)
+            await self._open()
             await self._start_models()
         self._on_table_change()
         self._skew_task = self._loop.create_task(self._skew_loop())
@@ -278,23 +278,39 @@ class Gateway:
         )
 
     def _serve_rest_port(self, cfg: ServerConfig) -> None:
-        """The Prometheus metrics at TF Serving's monitoring path: on the REST port when
-        one is configured (which serves nothing else yet), else on the metrics port (which
-        answers every path)."""
+        """TF Serving's REST API on the REST port (bound now, served with the gRPC port),
+        with the Prometheus metrics at TF Serving's monitoring path; without a REST port
+        they are on the metrics port (which answers every path)."""
         path = self._source.prometheus_path if self._source is not None else None
         if cfg.rest_api_port is not None:
-            self.rest_port = self.metrics.serve_at(
-                cfg.rest_api_port,
-                cfg.host,
-                path,
-                f"the REST API is not served yet: use gRPC on port {self.port}",
+            assert self.manager is not None
+            api = TfsRestApi(
+                self.plane, self.manager, self.metrics, cfg.max_message_bytes, self.replica, path
             )
+            api.mounts[oip_rest.PREFIX] = oip_rest.OipRest(
+                self.plane, self.manager, self.metrics, self.replica, cfg.max_message_bytes
+            ).handle
+            tls = cfg.tls
+            context = (
+                server_ssl_context(tls.cert_file, tls.key_file, tls.client_ca_file)
+                if tls is not None
+                else None
+            )
+            self._rest = RestServer(api, cfg.host, cfg.rest_api_port, context)
+            self.rest_port = self._rest.bind()
         elif path is not None and self.metrics_port is None:
             log.warning(
                 "prometheus_not_served",
                 detail="the monitoring config enables Prometheus, but there is neither a "
                 "REST port (--rest_api_port) nor a metrics port (server.metrics_port)",
             )
+
+    async def _open(self) -> None:
+        """Start serving: the gRPC port, the REST port, the overall health SERVING."""
+        await self._server.start()
+        if self._rest is not None:
+            await self._rest.start()
+        await self._health.set(OVERALL, health_pb2.HealthCheckResponse.SERVING)
 
     async def _poll_source(self, source: ConfigSource) -> None:
         """Re-read the polled files (TF Serving's model_config_file) every period and apply
@@ -347,7 +363,8 @@ class Gateway:
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         if self._server is not None:
-            await self._server.stop(grace)
+            rest = self._rest.stop(grace) if self._rest is not None else asyncio.sleep(0)
+            await asyncio.gather(self._server.stop(grace), rest)
         if self.socket_path is not None and self.socket_path.is_socket():
             self.socket_path.unlink(missing_ok=True)
         if self.rollouts is not None:

@@ -78,8 +78,9 @@ class ServerConfig(_Strict):
     """gRPC server channel arguments (`grpc.max_connection_age_ms: 30000`, ...), applied
     after the gateway's own options, so they may override the message size limits."""
     rest_api_port: Annotated[int, Field(ge=1, le=65535)] | None = None
-    """TF Serving's `--rest_api_port`. No REST API is served yet: this port answers the
-    Prometheus metrics at the monitoring config's path and 501 for everything else."""
+    """TF Serving's `--rest_api_port`: TF Serving's REST API (JSON over HTTP/1.1; with
+    `tls`, HTTPS with the same certificate), and the Prometheus metrics at the monitoring
+    config's path. Shared by `workers` like `port`."""
 
     @field_validator("grpc_channel_arguments")
     @classmethod
@@ -559,13 +560,10 @@ def per_worker(config: GatewayConfig, index: int) -> GatewayConfig:
         for m in config.models
     ]
     # A Unix socket has no SO_REUSEPORT: worker 0 alone listens there. The REST port,
-    # like the metrics port, is offset per worker.
+    # like the gRPC port, is shared (SO_REUSEPORT).
     server = config.server
     server = server.model_copy(
-        update={
-            "grpc_socket_path": server.grpc_socket_path if index == 0 else None,
-            "rest_api_port": server.rest_api_port + index if server.rest_api_port else None,
-        }
+        update={"grpc_socket_path": server.grpc_socket_path if index == 0 else None}
     )
     return config.model_copy(
         update={

@@ -6,21 +6,9 @@ cached so the request path does a dict lookup and an increment, nothing more.
 
 from __future__ import annotations
 
-import json
-import socketserver
-import threading
-from collections.abc import Callable, Iterable
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    make_wsgi_app,
-    start_http_server,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from gateway.core.states import VersionState, VersionStatus
 
@@ -181,7 +169,6 @@ class Metrics:
             registry=r,
         )
         self._server: Any = None
-        self._path_server: Any = None
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def child(self, metric: Any, *labels: str) -> Any:
@@ -295,44 +282,9 @@ class Metrics:
         self._server = server
         return int(server.server_port)
 
-    def serve_at(self, port: int, host: str, path: str | None, elsewhere: str) -> int:
-        """Expose the metrics at `path` only (TF Serving's monitoring path, on its REST
-        port); every other path, and every path when `path` is None, answers 501 with
-        `elsewhere` as TF Serving's JSON error body. Returns the bound port."""
-        metrics_app = make_wsgi_app(self.registry)
-        body = json.dumps({"error": elsewhere}).encode()
-
-        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-            if path is not None and environ.get("PATH_INFO") == path:
-                return metrics_app(environ, start_response)  # type: ignore[no-any-return]
-            start_response(
-                "501 Not Implemented",
-                [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
-            )
-            return [body]
-
-        server = make_server(host, port, app, _ThreadingServer, handler_class=_QuietHandler)
-        threading.Thread(target=server.serve_forever, daemon=True, name="rest-port").start()
-        self._path_server = server
-        return int(server.server_port)
-
     def close(self) -> None:
         """Stop the HTTP exporters."""
-        for server in (self._server, self._path_server):
-            if server is not None:
-                server.shutdown()
-                server.server_close()
-        self._server = self._path_server = None
-
-
-class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
-    """One thread per HTTP request (scrapes do not wait for each other)."""
-
-    daemon_threads = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    """No access log lines on stderr."""
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Log nothing."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        self._server = None

@@ -55,7 +55,7 @@ class Flag:
 
 MAPPED: tuple[Flag, ...] = (
     Flag("port", int, "gRPC port (server.port; 0 picks a free port)"),
-    Flag("rest_api_port", int, "REST port (server.rest_api_port; serves the metrics only)"),
+    Flag("rest_api_port", int, "REST API port (server.rest_api_port; 0: none)"),
     Flag("grpc_socket_path", str, "also listen on this Unix socket (server.grpc_socket_path)"),
     Flag(
         "grpc_channel_arguments",
@@ -99,9 +99,9 @@ MAPPED: tuple[Flag, ...] = (
 )
 
 NO_EFFECT: tuple[Flag, ...] = (
-    Flag("rest_api_num_threads", int, "no REST API yet"),
-    Flag("rest_api_timeout_in_ms", int, "no REST API yet"),
-    Flag("rest_api_enable_cors_support", parse_bool, "no REST API yet"),
+    Flag("rest_api_num_threads", int, "the REST API runs on the event loop"),
+    Flag("rest_api_timeout_in_ms", int, "REST requests have no deadline here"),
+    Flag("rest_api_enable_cors_support", parse_bool, "no CORS headers"),
     Flag(
         "allow_version_labels_for_unavailable_models",
         parse_bool,

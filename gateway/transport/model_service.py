@@ -5,30 +5,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tensorflow_serving.apis import (
-    get_model_status_pb2,
-    model_management_pb2,
-    model_service_pb2_grpc,
-    status_pb2,
-)
+from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
 
-from gateway.core.errors import InvalidInput, NotFound
+from gateway.core.errors import InvalidInput
 from gateway.core.model_view import Servable
 from gateway.core.protocols import ModelRegistry
-from gateway.core.states import VersionState
 from gateway.sinks.metrics import Metrics
 from gateway.transport.auth import AdminAuth
 from gateway.transport.calls import unary
-
-_TFS_STATE = {
-    VersionState.START: get_model_status_pb2.ModelVersionStatus.START,
-    VersionState.LOADING: get_model_status_pb2.ModelVersionStatus.LOADING,
-    VersionState.AVAILABLE: get_model_status_pb2.ModelVersionStatus.AVAILABLE,
-    VersionState.UNLOADING: get_model_status_pb2.ModelVersionStatus.UNLOADING,
-    VersionState.END: get_model_status_pb2.ModelVersionStatus.END,
-    VersionState.FAILED: get_model_status_pb2.ModelVersionStatus.END,
-}
-UNKNOWN_ERROR = 2  # tensorflow.error.Code.UNKNOWN, what TF Serving reports for failed loads
+from gateway.transport.tfs_common import model_status
 
 ReloadFn = Callable[[Any], Awaitable[list[str]]]
 
@@ -50,30 +35,13 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):  # type: ignor
 
     @unary("GetModelStatus")
     async def GetModelStatus(self, request: Any, context: Any) -> Any:
-        """Status of every known version (or of `model_spec.version`); FAILED is END + error."""
+        """Status of every known version (or of `model_spec.version` or `version_label`);
+        FAILED is END + error."""
         spec = request.model_spec
         if not spec.name:
             raise InvalidInput("model_spec.name: expected a model name, got an empty string")
-        statuses = self.manager.statuses(spec.name)
-        if spec.HasField("version"):
-            statuses = [s for s in statuses if s.version == spec.version.value]
-            if not statuses:
-                raise NotFound(f"model '{spec.name}' has no version {spec.version.value}")
-        elif spec.version_label:
-            version = self.manager.labels(spec.name).get(spec.version_label)
-            statuses = [s for s in statuses if s.version == version]
-            if not statuses:
-                raise NotFound(f"model '{spec.name}' has no version label '{spec.version_label}'")
-        response = get_model_status_pb2.GetModelStatusResponse()
-        for status in statuses:
-            entry = response.model_version_status.add()
-            entry.version = status.version
-            entry.state = _TFS_STATE[status.state]
-            if status.state is VersionState.FAILED:
-                entry.status.CopyFrom(
-                    status_pb2.StatusProto(error_code=UNKNOWN_ERROR, error_message=status.error)
-                )
-        return response
+        version = spec.version.value if spec.HasField("version") else None
+        return model_status(self.manager, spec.name, version, spec.version_label or None)
 
     @unary("HandleReloadConfigRequest")
     async def HandleReloadConfigRequest(self, request: Any, context: Any) -> Any:

@@ -133,6 +133,16 @@ def _shape(alias: str, dims: Sequence[int]) -> tuple[int, ...]:
     return shape
 
 
+def input_datatype(alias: str, name: str) -> Datatype:
+    """The datatype an input names; InvalidInput for an unknown name, BF16 refused."""
+    return _datatype(alias, name)
+
+
+def input_shape(alias: str, dims: Sequence[int]) -> tuple[int, ...]:
+    """An input's shape; InvalidInput naming the input for a negative dimension."""
+    return _shape(alias, dims)
+
+
 def decode_inputs(inputs: Sequence[Any], raw: Sequence[bytes]) -> Arrays:
     """The named arrays of a ModelInferRequest's `inputs` (typed contents) or
     `raw_input_contents` (one entry per input, in order)."""
@@ -158,15 +168,18 @@ def decode_inputs(inputs: Sequence[Any], raw: Sequence[bytes]) -> Arrays:
     return out
 
 
-def decode_input(tensor: Any, raw: bytes | None, index: int = 0) -> np.ndarray:
-    """One input tensor (`raw`: its raw_input_contents entry, or None for typed contents)."""
+def decode_input(
+    tensor: Any, raw: bytes | None, index: int = 0, where: str | None = None
+) -> np.ndarray:
+    """One input tensor (`raw`: its raw_input_contents entry, or None for typed contents;
+    `where` names the raw data in errors, by default `raw_input_contents[index]`)."""
     alias = tensor.name
     datatype = _datatype(alias, tensor.datatype)
     dtype = datatype.dtype
     assert dtype is not None
     shape = _shape(alias, tensor.shape)
     count = math.prod(shape)
-    where = f"raw_input_contents[{index}]"
+    where = where or f"raw_input_contents[{index}]"
     if raw is not None:
         if tensor.HasField("contents"):
             raise InvalidInput(
@@ -309,6 +322,8 @@ __all__ = [
     "decode_inputs",
     "describe",
     "fill_output",
+    "input_datatype",
+    "input_shape",
     "needs_raw",
     "output_datatype",
     "shape_of",

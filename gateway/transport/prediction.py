@@ -6,7 +6,6 @@ from typing import Any
 
 from tensorflow_serving.apis import (
     classification_pb2,
-    get_model_metadata_pb2,
     inference_pb2,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -14,14 +13,21 @@ from tensorflow_serving.apis import (
 )
 
 from gateway.core.errors import InvalidInput, Unimplemented
-from gateway.core.inference import InferenceRequest, InferenceResult, Method
+from gateway.core.inference import InferenceRequest, Method
 from gateway.serving.dataplane import DataPlane
 from gateway.sinks.metrics import Metrics
-from gateway.transport.calls import current_request_id, unary
+from gateway.transport.calls import unary
 from gateway.transport.examples import example_batch
 from gateway.transport.tensors import fill_proto, to_numpy
+from gateway.transport.tfs_common import (
+    SIGNATURE_DEF,
+    fill_classifications,
+    fill_regressions,
+    fill_spec,
+    model_metadata,
+    tfs_request,
+)
 
-SIGNATURE_DEF = "signature_def"
 PROTOCOL = "tfs_grpc"
 
 
@@ -35,61 +41,20 @@ def request_of(
         raise InvalidInput("model_spec.name: expected a model name, got an empty string")
     choice = spec.WhichOneof("version_choice")
     values: dict[str, Any] = {
-        "model": spec.name,
-        "method": method,
         "version": spec.version.value if choice == "version" else None,
         "label": spec.version_label if choice == "version_label" else None,
         "signature": spec.signature_name,
         "headers": {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)},
-        "request_id": current_request_id(),
         "protocol": PROTOCOL,
     }
     values.update(fields)
-    return InferenceRequest(**values)
+    return tfs_request(spec.name, method, **values)
 
 
 _TASK_METHODS = {
     Method.CLASSIFY.signature_method: Method.CLASSIFY,
     Method.REGRESS.signature_method: Method.REGRESS,
 }
-
-
-def fill_classifications(out: Any, result: InferenceResult) -> None:
-    """A ClassificationResult from a classify signature's `classes` and/or `scores`
-    ([batch, num_classes] each), as TF Serving builds it."""
-    classes = result.outputs.get("classes")
-    scores = result.outputs.get("scores")
-    if classes is None and scores is None:
-        raise InvalidInput(f"signature '{result.signature}' has neither 'classes' nor 'scores'")
-    rows = len(classes) if classes is not None else len(scores)  # type: ignore[arg-type]
-    labels = classes.reshape(rows, -1).tolist() if classes is not None else None
-    values = scores.reshape(rows, -1).tolist() if scores is not None else None
-    width = len((values or labels)[0]) if rows else 0  # type: ignore[index]
-    for i in range(rows):
-        row = out.classifications.add()
-        for j in range(width):
-            c = row.classes.add()
-            if labels is not None:
-                label = labels[i][j]
-                c.label = label.decode() if isinstance(label, bytes) else str(label)
-            if values is not None:
-                c.score = values[i][j]
-
-
-def fill_regressions(out: Any, result: InferenceResult) -> None:
-    """A RegressionResult from a regress signature's `outputs` (one value per example)."""
-    values = result.outputs.get("outputs")
-    if values is None:
-        raise InvalidInput(f"signature '{result.signature}' has no 'outputs' output")
-    for value in values.reshape(len(values), -1)[:, 0].tolist():
-        out.regressions.add(value=float(value))
-
-
-def fill_spec(spec: Any, result: InferenceResult) -> None:
-    """Say in the response which version and signature answered."""
-    spec.name = result.model
-    spec.version.value = result.version
-    spec.signature_name = result.signature
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
@@ -202,18 +167,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 f"metadata_field: unsupported {', '.join(repr(u) for u in unknown)}; "
                 f"supported: '{SIGNATURE_DEF}'"
             )
-        loaded = self.plane.resolve(request_of(request.model_spec, context)).loaded
-        response = get_model_metadata_pb2.GetModelMetadataResponse()
-        response.model_spec.name = loaded.model
-        response.model_spec.version.value = loaded.version
-        sigmap = get_model_metadata_pb2.SignatureDefMap()
-        advertised = loaded.extensions.get("advertised_signature_defs")
-        source = advertised if advertised is not None else loaded.signature_defs
-        for name, sdef in source.items():
-            if not name.startswith("__"):
-                sigmap.signature_def[name].CopyFrom(sdef)
-        response.metadata[SIGNATURE_DEF].Pack(sigmap)
-        return response
+        return model_metadata(self.plane.resolve(request_of(request.model_spec, context)).loaded)
 
 
 __all__ = ["PredictionServicer", "fill_spec", "request_of"]

@@ -148,10 +148,25 @@ def test_tensorflow_model_server_flags_serve_a_model_and_prometheus_on_the_rest_
         assert 'gateway_requests_total{code="OK",method="Predict",model="m",version="1"}' in (
             metrics
         )
+        # TF Serving's REST API on the same port, as its Docker image is probed and called
+        with urllib.request.urlopen(f"{url}/v1/models/m", timeout=10) as r:
+            assert json.loads(r.read()) == {
+                "model_version_status": [
+                    {
+                        "version": "1",
+                        "state": "AVAILABLE",
+                        "status": {"error_code": "OK", "error_message": ""},
+                    }
+                ]
+            }
+        predict = urllib.request.Request(
+            f"{url}/v1/models/m:predict", data=b'{"instances": [1.0, 2.0, 5.0]}'
+        )
+        with urllib.request.urlopen(predict, timeout=10) as r:
+            assert json.loads(r.read()) == {"predictions": [2.5, 3.0, 4.5]}
         with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(f"{url}/v1/models/m", timeout=10)
-        assert err.value.code == 501
-        assert "REST API is not served yet" in json.loads(err.value.read())["error"]
+            urllib.request.urlopen(f"{url}/v1/models/nope", timeout=10)
+        assert err.value.code == 404 and "nope" in json.loads(err.value.read())["error"]
     assert served.proc.returncode == 0
     stderr = served.err.read_text()
     assert "warning: --per_process_gpu_memory_fraction is accepted but has no effect" in stderr

@@ -119,8 +119,8 @@ def test_tf_serving_keys_resolve_and_validate(tmp_path):
     assert config.tfserving.model_config_file_poll_wait_seconds == 0
     assert config.lifecycle.max_load_retries == 0
     assert parse_config({}, tmp_path).lifecycle.max_load_retries is None
-    w1 = per_worker(config, 1)  # one socket listener; the REST port offset like metrics
-    assert w1.server.grpc_socket_path is None and w1.server.rest_api_port == 8502
+    w1 = per_worker(config, 1)  # one socket listener; the REST port shared like the gRPC port
+    assert w1.server.grpc_socket_path is None and w1.server.rest_api_port == 8501
     assert per_worker(config, 0).server.grpc_socket_path == config.server.grpc_socket_path
 
 
