@@ -219,10 +219,15 @@ class VersionManager(Generic[R]):
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        for name, model in list(self._models.items()):
-            for version, rec in list(model.records.items()):
-                if rec.runner is not None:
-                    await self._unload(name, model, version)
+        # every version at once: each waits (bounded) for its own requests in flight
+        await asyncio.gather(
+            *(
+                self._unload(name, model, version)
+                for name, model in list(self._models.items())
+                for version, rec in list(model.records.items())
+                if rec.runner is not None
+            )
+        )
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def kick(self) -> None:

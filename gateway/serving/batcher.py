@@ -123,13 +123,20 @@ class Batcher:
             and waiting_callbacks(loop) == 0
         )
 
-    async def close(self) -> None:
-        """Stop accepting; finish what is queued and running."""
+    async def close(self, timeout: float = 30.0) -> None:
+        """Stop accepting; finish what is queued and running (up to `timeout` seconds;
+        requests still queued then fail with UNAVAILABLE, so a close never hangs)."""
         self._closed = True
-        while self._queue or self._running:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (self._queue or self._running) and loop.time() < deadline:
             await asyncio.sleep(0.01)
         if self._task is not None:
             self._task.cancel()
+        while self._queue:
+            item = self._queue.popleft()
+            if not item.future.done():
+                item.future.set_exception(Unavailable("model version was unloaded; retry"))
 
     async def _dispatch(self) -> None:
         assert self._wakeup is not None and self._slots is not None

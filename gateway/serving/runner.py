@@ -114,6 +114,6 @@ class VersionRunner:
         deadline = loop.time() + timeout
         while self.inflight > 0 and loop.time() < deadline:
             await asyncio.sleep(0.01)
-        for batcher in self._batchers.values():
-            await batcher.close()
+        remaining = max(deadline - loop.time(), 0.1)
+        await asyncio.gather(*(b.close(remaining) for b in self._batchers.values()))
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -498,8 +498,10 @@ class _Doc:
             return _strings_out(alias, array)
         if array.dtype.kind == "f" and not bool(np.isfinite(array).all()):
             self.nonfinite = True
-        array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("="))
-        return array[()] if array.ndim == 0 else array
+        native = array.astype(array.dtype.newbyteorder("="), copy=False)
+        if native.ndim == 0:
+            return native[()]  # a numpy scalar (ascontiguousarray would make it 1-D)
+        return np.ascontiguousarray(native)
 
     def dumps(self, doc: Any) -> bytes:
         """The document as JSON bytes; with NaN or infinities, TF Serving's tokens."""

@@ -18,7 +18,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
 from gateway.routing.router import routing_hash
 from gateway.workers import free_port
-from tests.support import GatewayProcess, predict_request, run_cli, wait_until
+from tests.support import GatewayProcess, certificates, predict_request, run_cli, wait_until
 
 KEYS = [f"user-{i}" for i in range(200)]
 
@@ -110,33 +110,8 @@ def _assignments(channel: grpc.Channel, x: Any) -> dict[str, int]:
     }
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def _certificates(d: Path) -> dict[str, Path]:
-    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl not found (make sysdeps installs it)")
-    d.mkdir()
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-             "-subj", "/CN=test-ca", cwd=d)  # fmt: skip
-    for name, ext in (
-        ("server", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
-        ("client", "extendedKeyUsage=clientAuth"),
-    ):
-        (d / f"{name}.ext").write_text(ext + "\n")
-        _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                 "-subj", f"/CN={name}", cwd=d)  # fmt: skip
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
-                 "-extfile", f"{name}.ext", cwd=d)  # fmt: skip
-    return {n: d / n for n in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
-
-
 def test_sigkill_mid_rollout_resumes_the_same_step_and_keys(shadow_models, tmp_path):
-    certs = _certificates(tmp_path / "certs")
+    certs = certificates(tmp_path / "certs")
     token = tmp_path / "token"
     token.write_text("rollout-token\n")
     base = _repo(tmp_path, shadow_models)
