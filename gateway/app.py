@@ -6,6 +6,7 @@ import asyncio
 import os
 import socket
 import stat
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -364,15 +365,15 @@ class Gateway:
             await self._health.enter_graceful_shutdown()
         if self._server is not None:
             rest = self._rest.stop(grace) if self._rest is not None else asyncio.sleep(0)
-            await asyncio.gather(self._server.stop(grace), rest)
+            await _bounded("servers", asyncio.gather(self._server.stop(grace), rest), grace + 10)
         if self.socket_path is not None and self.socket_path.is_socket():
             self.socket_path.unlink(missing_ok=True)
         if self.rollouts is not None:
-            await self.rollouts.close()
+            await _bounded("rollouts", self.rollouts.close(), 10)
         if self.mirror is not None:
-            await self.mirror.close()
+            await _bounded("mirror", self.mirror.close(), 20)
         if self.manager is not None:
-            await self.manager.stop()
+            await _bounded("versions", self.manager.stop(), 40)
         self.metrics.close()
         log.info("gateway_stopped")
 
@@ -489,6 +490,15 @@ class Gateway:
                 await self.rollouts.configure(config)
         log.info("config_reloaded", changes=changes)
         return changes
+
+
+async def _bounded(step: str, work: Awaitable[Any], seconds: float) -> None:
+    """One shutdown step, given at most `seconds`: a stop always finishes (a step that
+    overruns is logged by name and abandoned; the process is exiting anyway)."""
+    try:
+        await asyncio.wait_for(work, seconds)
+    except TimeoutError:
+        log.error("stop_step_timeout", step=step, seconds=seconds)
 
 
 def _resolves(view: ModelView[VersionRunner]) -> bool:
