@@ -38,7 +38,7 @@ class Metrics:
 def setup(tmp_path, **rollout):
     config = parse_config(
         {
-            "rollouts": {"state_dir": "state", "tick_seconds": 0.01},
+            "rollouts": {"state_dir": "state", "tick_seconds": 3600},  # ticks are the test's
             "models": [
                 {
                     "name": "m",
