@@ -18,9 +18,8 @@ import numpy as np
 
 from gateway.config import BatchingConfig
 from gateway.core.dtypes import DT_FLOAT, DT_STRING
-from gateway.core.errors import NotFound
 from gateway.core.inference import Method
-from gateway.core.model_view import ModelView, servable_not_found
+from gateway.core.model_view import ModelView, view_of
 from gateway.core.servable import (
     DEFAULT_SIGNATURE,
     Arrays,
@@ -110,13 +109,7 @@ class StaticTable:
 
     def view(self, name: str) -> ModelView[VersionRunner]:
         """The view of `name`; NotFound like the manager's."""
-        view = self.table.get(name)
-        if view is None:
-            raise NotFound(
-                f"{servable_not_found(name)}: model '{name}' not found; served models: "
-                f"{', '.join(self.table)}"
-            )
-        return view
+        return view_of(self.table, name)
 
     def _replace(self, name: str, **changes: Any) -> None:
         old = self.view(name)

@@ -95,6 +95,17 @@ class ModelView(Generic[S_co]):
         return self.versions[max(self.versions)]
 
 
+def view_of(table: Mapping[str, ModelView[S_co]], name: str) -> ModelView[S_co]:
+    """`table[name]`, or NotFound in TF Serving's words naming the served models."""
+    view = table.get(name)
+    if view is None:
+        raise NotFound(
+            f"{servable_not_found(name)}: model '{name}' not found; served models: "
+            f"{', '.join(sorted(table)) or 'none'}"
+        )
+    return view
+
+
 class VersionTable(Protocol[S_co]):
     """The serving table: the current `ModelView` of every model (read-only)."""
 

@@ -21,7 +21,7 @@ import structlog
 
 from gateway.config import GatewayConfig, LifecycleConfig, ModelConfig
 from gateway.core.errors import NotFound, VersionLoadError
-from gateway.core.model_view import ModelView, Servable, servable_not_found
+from gateway.core.model_view import ModelView, Servable, view_of
 from gateway.core.servable import LoadedVersion
 from gateway.core.states import VersionState, VersionStatus
 from gateway.lifecycle.loader import LoadHook, PreCheck, WarmupDecoder, load_version
@@ -110,13 +110,7 @@ class VersionManager(Generic[R]):
 
     def view(self, name: str) -> ModelView[R]:
         """The current snapshot of model `name`; NotFound naming the served models."""
-        view = self.table.get(name)
-        if view is None:
-            raise NotFound(
-                f"{servable_not_found(name)}: model '{name}' not found; served models: "
-                f"{', '.join(sorted(self.table)) or 'none'}"
-            )
-        return view
+        return view_of(self.table, name)
 
     def model_names(self) -> list[str]:
         """Configured model names."""

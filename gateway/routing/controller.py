@@ -46,7 +46,7 @@ from gateway.routing.rollout import (
     RolloutState,
     Status,
 )
-from gateway.routing.router import Arm, RouteDecision, decide
+from gateway.routing.router import Arm, FeatureSource, RouteDecision, decide
 from gateway.routing.status import RolloutStatus
 from gateway.routing.store import CorruptStateError, RolloutStore
 
@@ -68,11 +68,6 @@ class _Rollout:
     state: RolloutState
     stats: StepStats
     waiting_for: str = ""
-
-
-FeatureSource = Callable[[str], np.ndarray | None]
-"""Raw feature `name` of a request (an array; None when absent). A callable so that a
-tf.Example request decodes only the routing feature, and only when a rollout needs it."""
 
 
 def routing_key(

@@ -25,8 +25,12 @@ from __future__ import annotations
 import enum
 import hashlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, Literal, Protocol
+from typing import TYPE_CHECKING, Final, Literal, Protocol
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "Arm",
@@ -114,6 +118,10 @@ def choose_arm(
     draw = routing_hash(model, key, rollout_id) if key else rng.random()
     return Arm.CANARY if draw < fraction else Arm.PRIMARY
 
+
+FeatureSource = Callable[[str], "np.ndarray | None"]
+"""Raw feature `name` of a request (None when absent). A callable so that a tf.Example
+request decodes only the routing feature, and only when a rollout needs it."""
 
 RouteReason = Literal["explicit", "keyed", "random", "no_rollout", "fallback"]
 """Why a request got its arm: see :class:`RouteDecision`."""

@@ -22,12 +22,9 @@ from gateway.core.errors import GatewayError, InvalidInput
 from gateway.core.inference import ExampleBatch, InferenceRequest, InferenceResult, Method
 from gateway.core.model_view import ModelView, VersionTable
 from gateway.core.servable import Arrays, Signature
-from gateway.routing.router import Arm, RouteDecision
+from gateway.routing.router import Arm, FeatureSource, RouteDecision
 from gateway.serving.checks import checked_inputs
 from gateway.serving.runner import VersionRunner
-
-FeatureSource = Callable[[str], "np.ndarray | None"]
-"""Raw feature `name` of a request, decoded on demand (None when absent)."""
 
 MismatchObserver = Callable[[str, int, list[Mismatch]], None]
 """Told of every request's feature-check mismatches (metrics, the log)."""

@@ -114,8 +114,3 @@ def example_batch(inp: input_pb2.Input) -> TfExampleBatch:
             merged.append(full)
         return TfExampleBatch(merged, _object_array([e.SerializeToString() for e in merged]))
     raise InvalidInput("input: expected example_list or example_list_with_context, got neither")
-
-
-def serialized_examples(inp: input_pb2.Input) -> np.ndarray:
-    """A 1-D object array of serialized tf.Example (context merged into each example)."""
-    return example_batch(inp).serialized
