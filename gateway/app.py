@@ -180,13 +180,7 @@ class Gateway:
             on_load_failure=self.metrics.on_load_failure,
             decode_warmup=decode_warmup_record,
         )
-        options: dict[str, int | str] = {
-            "grpc.max_receive_message_length": cfg.max_message_bytes,
-            "grpc.max_send_message_length": cfg.max_message_bytes,
-            "grpc.so_reuseport": 1,
-            **cfg.grpc_channel_arguments,  # after ours: they may override them
-        }
-        self._server = grpc.aio.server(options=list(options.items()))
+        self._server = grpc.aio.server(options=list(cfg.channel_options().items()))
         self.rollouts = RolloutController(
             self.manager, self.metrics, self._canary_skew, replica=self.replica
         )
@@ -198,9 +192,13 @@ class Gateway:
             on_mismatches=self._on_mismatches,
             check_method_names=cfg.signature_method_name_check,
         )
+        limits = cfg.decode_limits()
         servicers: list[Any] = [
             PredictionServicer(
-                self.plane, self.metrics, typed_outputs=cfg.response_encoding == "typed"
+                self.plane,
+                self.metrics,
+                typed_outputs=cfg.response_encoding == "typed",
+                limits=limits,
             ),
             ModelServicer(self.manager, self.metrics, self.reload_tfs_config, auth),
             AdminServicer(
@@ -212,7 +210,7 @@ class Gateway:
                 self.rollouts,
                 auth,
             ),
-            oip_grpc.OipServicer(self.plane, self.manager, self.metrics),
+            oip_grpc.OipServicer(self.plane, self.manager, self.metrics, limits),
         ]
         for servicer in servicers:
             servicer.replica = self.replica
@@ -285,11 +283,18 @@ class Gateway:
         path = self._source.prometheus_path if self._source is not None else None
         if cfg.rest_api_port is not None:
             assert self.manager is not None
+            limits = cfg.decode_limits()
             api = TfsRestApi(
-                self.plane, self.manager, self.metrics, cfg.max_message_bytes, self.replica, path
+                self.plane,
+                self.manager,
+                self.metrics,
+                cfg.max_message_bytes,
+                self.replica,
+                path,
+                limits,
             )
             api.mounts[oip_rest.PREFIX] = oip_rest.OipRest(
-                self.plane, self.manager, self.metrics, self.replica, cfg.max_message_bytes
+                self.plane, self.manager, self.metrics, self.replica, cfg.max_message_bytes, limits
             ).handle
             tls = cfg.tls
             context = (

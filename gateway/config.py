@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from gateway.core.errors import ConfigError
+from gateway.core.limits import DecodeLimits
 
 
 class _Strict(BaseModel):
@@ -81,6 +82,84 @@ class ServerConfig(_Strict):
     """TF Serving's `--rest_api_port`: TF Serving's REST API (JSON over HTTP/1.1; with
     `tls`, HTTPS with the same certificate), and the Prometheus metrics at the monitoring
     config's path. Shared by `workers` like `port`."""
+    max_tensor_rank: Annotated[int, Field(ge=1, le=254)] = 32
+    """Dimensions one request tensor may have (TensorFlow's own limit is 254)."""
+    max_tensor_elements: Annotated[int, Field(ge=1)] | None = None
+    """Elements one request tensor may hold, whatever its wire form (the broadcast form
+    included); default: `max_message_bytes` (one element per byte of the largest message)."""
+    max_request_elements: Annotated[int, Field(ge=1)] | None = None
+    """Elements all of a request's tensors may hold together; default 4x
+    `max_tensor_elements`."""
+    max_string_bytes: Annotated[int, Field(ge=1)] | None = None
+    """Bytes of one string element; default: `max_message_bytes`."""
+    max_examples: Annotated[int, Field(ge=1)] = 1024 * 1024
+    """tf.Examples in one Classify/Regress/MultiInference request."""
+    max_features: Annotated[int, Field(ge=1)] = 4096
+    """Features one tf.Example (or the context) may name."""
+    max_inflight_requests: Annotated[int, Field(ge=1)] = 2048
+    """Requests one process works on at once, every protocol together; one more gets
+    RESOURCE_EXHAUSTED (with `grpc-retry-pushback-ms` / `Retry-After`)."""
+    max_inflight_bytes: Annotated[int, Field(ge=1024)] = 512 * 1024 * 1024
+    """Bytes of decoded request inputs one process holds at once; over it,
+    RESOURCE_EXHAUSTED as above."""
+    max_concurrent_streams: Annotated[int, Field(ge=1)] = 256
+    """Concurrent RPCs on one HTTP/2 connection (`grpc.max_concurrent_streams`)."""
+    keepalive_time_seconds: Annotated[float, Field(gt=0)] = 60.0
+    """The server pings a connection silent for this long (`grpc.keepalive_time_ms`)..."""
+    keepalive_timeout_seconds: Annotated[float, Field(gt=0)] = 20.0
+    """...and closes it when the ping is not answered in this time: half-open connections
+    are reaped (`grpc.keepalive_timeout_ms`)."""
+    max_connection_idle_seconds: Annotated[float, Field(gt=0)] | None = 300.0
+    """A connection with no RPC for this long is closed (GOAWAY; clients reconnect
+    transparently). `grpc.max_connection_idle_ms`; null: never."""
+    max_connection_age_seconds: Annotated[float, Field(gt=0)] | None = None
+    """A connection older than this is closed gracefully (`grpc.max_connection_age_ms`),
+    spreading clients over replicas behind a load balancer; null: never."""
+    handshake_timeout_seconds: Annotated[float, Field(gt=0)] = 20.0
+    """A connection that does not finish its HTTP/2 (and TLS) handshake in this time is
+    closed: a client that opens a socket and sends nothing holds it this long at most
+    (`grpc.server_handshake_timeout_ms`; REST: the same bound for a request's headers)."""
+
+    def decode_limits(self) -> DecodeLimits:
+        """The request decoding limits these settings make (defaults derived from
+        `max_message_bytes`)."""
+        tensor = self.max_tensor_elements or self.max_message_bytes
+        return DecodeLimits(
+            max_rank=self.max_tensor_rank,
+            max_tensor_elements=tensor,
+            max_request_elements=self.max_request_elements or 4 * tensor,
+            max_string_bytes=self.max_string_bytes or self.max_message_bytes,
+            max_examples=self.max_examples,
+            max_features=self.max_features,
+        )
+
+    def channel_options(self) -> dict[str, int | str]:
+        """The gRPC server's channel arguments: the message size limits, SO_REUSEPORT,
+        the connection hygiene settings above, then `grpc_channel_arguments` (which may
+        override any of them)."""
+
+        def ms(seconds: float) -> int:
+            return int(seconds * 1000)
+
+        options: dict[str, int | str] = {
+            "grpc.max_receive_message_length": self.max_message_bytes,
+            "grpc.max_send_message_length": self.max_message_bytes,
+            "grpc.so_reuseport": 1,
+            "grpc.max_concurrent_streams": self.max_concurrent_streams,
+            "grpc.keepalive_time_ms": ms(self.keepalive_time_seconds),
+            "grpc.keepalive_timeout_ms": ms(self.keepalive_timeout_seconds),
+            "grpc.server_handshake_timeout_ms": ms(self.handshake_timeout_seconds),
+            # Clients may keep calls alive with pings, one per 10 s at most when idle.
+            "grpc.http2.min_ping_interval_without_data_ms": 10_000,
+            "grpc.keepalive_permit_without_calls": 1,
+        }
+        if self.max_connection_idle_seconds is not None:
+            options["grpc.max_connection_idle_ms"] = ms(self.max_connection_idle_seconds)
+        if self.max_connection_age_seconds is not None:
+            options["grpc.max_connection_age_ms"] = ms(self.max_connection_age_seconds)
+            options["grpc.max_connection_age_grace_ms"] = ms(self.grace_seconds)
+        options.update(self.grpc_channel_arguments)
+        return options
 
     @field_validator("grpc_channel_arguments")
     @classmethod

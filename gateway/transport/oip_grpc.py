@@ -20,6 +20,7 @@ from gateway._proto.inference import grpc_service_pb2 as pb
 from gateway._proto.inference import grpc_service_pb2_grpc as pb_grpc
 from gateway.core.errors import InvalidInput, NotFound, Unimplemented
 from gateway.core.inference import InferenceRequest
+from gateway.core.limits import DEFAULT_LIMITS, DecodeLimits
 from gateway.core.model_view import ModelView, VersionTable
 from gateway.core.servable import Signature
 from gateway.serving.dataplane import DataPlane
@@ -103,11 +104,17 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     over the `DataPlane` and the serving table."""
 
     def __init__(
-        self, plane: DataPlane, table: VersionTable[VersionRunner], metrics: Metrics
+        self,
+        plane: DataPlane,
+        table: VersionTable[VersionRunner],
+        metrics: Metrics,
+        limits: DecodeLimits = DEFAULT_LIMITS,
     ) -> None:
         self.plane = plane
         self.table = table
         self.metrics = metrics
+        self.limits = limits
+        """What a request may ask the decoders to allocate."""
 
     @unary("oip.ServerLive")
     async def ServerLive(self, request: Any, context: Any) -> Any:

@@ -48,6 +48,7 @@ from gateway.core.errors import (
     Unimplemented,
 )
 from gateway.core.inference import InferenceRequest
+from gateway.core.limits import DEFAULT_LIMITS, DecodeLimits
 from gateway.core.model_view import VersionTable
 from gateway.core.servable import Arrays, Signature
 from gateway.serving.dataplane import DataPlane
@@ -275,7 +276,10 @@ class OipRest:
         metrics: Metrics,
         replica: str = "",
         max_body_bytes: int = 4 << 20,
+        limits: DecodeLimits = DEFAULT_LIMITS,
     ) -> None:
+        self.limits = limits
+        """What a request may ask the decoders to allocate."""
         self.plane = plane
         self.table = table
         self.metrics = metrics

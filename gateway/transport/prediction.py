@@ -14,6 +14,7 @@ from tensorflow_serving.apis import (
 
 from gateway.core.errors import InvalidInput, Unimplemented
 from gateway.core.inference import InferenceRequest, Method
+from gateway.core.limits import DEFAULT_LIMITS, DecodeLimits
 from gateway.serving.dataplane import DataPlane
 from gateway.sinks.metrics import Metrics
 from gateway.transport.calls import unary
@@ -60,9 +61,17 @@ _TASK_METHODS = {
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
     """Predict, Classify, Regress and GetModelMetadata over the `DataPlane`."""
 
-    def __init__(self, plane: DataPlane, metrics: Metrics, typed_outputs: bool = True) -> None:
+    def __init__(
+        self,
+        plane: DataPlane,
+        metrics: Metrics,
+        typed_outputs: bool = True,
+        limits: DecodeLimits = DEFAULT_LIMITS,
+    ) -> None:
         self.plane = plane
         self.metrics = metrics
+        self.limits = limits
+        """What a request may ask the decoders to allocate."""
         self._typed = typed_outputs
         """TF Serving's typed value fields (default), else numeric `tensor_content`."""
 

@@ -43,6 +43,7 @@ from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, 
 
 from gateway.core.errors import ErrorKind, GatewayError, InvalidInput, ResourceExhausted
 from gateway.core.inference import Method
+from gateway.core.limits import DEFAULT_LIMITS, DecodeLimits
 from gateway.core.model_view import Servable
 from gateway.core.protocols import ModelRegistry
 from gateway.serving.dataplane import DataPlane
@@ -139,7 +140,10 @@ class TfsRestApi:
         max_body_bytes: int,
         replica: str = "",
         prometheus_path: str | None = None,
+        limits: DecodeLimits = DEFAULT_LIMITS,
     ) -> None:
+        self.limits = limits
+        """What a request may ask the decoders to allocate."""
         self.plane = plane
         self.registry = registry
         self.metrics = metrics

@@ -80,13 +80,19 @@ def test_each_worker_gets_its_own_divergence_log_capture_and_replica(tmp_path):
     assert per_worker(config, 0).logging.divergence_log != w1.logging.divergence_log
 
 
-def test_config_imports_nothing_of_the_project_but_the_errors():
+def test_config_imports_nothing_of_the_project_but_the_errors_and_limits():
     import subprocess
     import sys
 
     code = "import sys, gateway.config; print(*(m for m in sys.modules if m.startswith('gateway')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    allowed = {"gateway", "gateway.config", "gateway.core", "gateway.core.errors"}
+    allowed = {
+        "gateway",
+        "gateway.config",
+        "gateway.core",
+        "gateway.core.errors",
+        "gateway.core.limits",
+    }
     assert set(out.stdout.split()) <= allowed
 
 
