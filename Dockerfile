@@ -1,17 +1,22 @@
 # syntax=docker/dockerfile:1
 # Multi-stage: build a virtualenv with the gateway installed, copy only it into a
 # slim runtime image that runs as a non-root user.
-FROM python:3.11-slim AS build
+# BASE_IMAGE: any image with Python 3.11 as `python` (and `python -m venv`) and useradd;
+# both stages use it, so the virtualenv's interpreter is the runtime's.
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY deploy/docker/constraints.txt ./deploy/docker/constraints.txt
 COPY gateway ./gateway
 COPY loadtest ./loadtest
-RUN pip install ".[analysis]"
+# The versions the test suite ran against (scripts/freeze_constraints.py writes the file).
+RUN pip install -c deploy/docker/constraints.txt ".[analysis]"
 
-FROM python:3.11-slim
+FROM ${BASE_IMAGE}
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin gateway \
     && mkdir -p /models /etc/gateway /var/lib/gateway /var/log/gateway \
     && chown gateway /var/lib/gateway /var/log/gateway

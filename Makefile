@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv sysdeps test lint unit demo bench proto clean
+.PHONY: venv sysdeps test lint unit demo bench fuzz proto clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,9 +20,10 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # System packages some tests drive for real (headless Chromium for the HTML
-# report, nginx as a gRPC load balancer). Installed with apt-get when running as
-# root (CI, developer machines); elsewhere those tests skip with a message.
-SYSPKGS := chromium nginx openssl
+# report, nginx as a gRPC load balancer, redis-server for the redis rollout
+# store). Installed with apt-get when running as root (CI, developer machines);
+# elsewhere those tests skip with a message.
+SYSPKGS := chromium nginx openssl redis-server
 sysdeps:
 	@missing=""; for p in $(SYSPKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -44,6 +45,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m loadtest.bench
+
+# the protobuf-aware fuzzer against its own gateway (models built in a temp dir)
+fuzz: $(STAMP)
+	$(BIN)/python -m loadtest.fuzz --serve --count $${GATEWAY_FUZZ_COUNT:-100000} --seed $${GATEWAY_FUZZ_SEED:-0}
 
 proto: $(STAMP)
 	$(BIN)/python scripts/genproto.py

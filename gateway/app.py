@@ -12,17 +12,15 @@ from typing import Any, Protocol
 
 import grpc
 import structlog
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from tensorflow_serving.apis import (
     model_service_pb2,
-    model_service_pb2_grpc,
     prediction_service_pb2,
-    prediction_service_pb2_grpc,
 )
 
-from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
+from gateway._proto.gateway.v1 import admin_pb2
 from gateway.analysis.skew import FeatureSkew
 from gateway.bundle.attach import attach_bundle, verify_bundle
 from gateway.config import GatewayConfig, ModelConfig, ServerConfig, load_config
@@ -33,6 +31,7 @@ from gateway.lifecycle.loader import LoadHook
 from gateway.lifecycle.manager import VersionManager
 from gateway.lifecycle.monitor import StateMonitor
 from gateway.routing.controller import RolloutController
+from gateway.serving.admission import Admission
 from gateway.serving.checks import SkewMonitor, build_checks, mismatch_record
 from gateway.serving.dataplane import DataPlane, RolloutStatistics
 from gateway.serving.lane_summary import LaneSummary
@@ -42,6 +41,7 @@ from gateway.sinks.metrics import Metrics
 from gateway.transport import oip_grpc, oip_rest
 from gateway.transport.admin import AdminServicer
 from gateway.transport.auth import AdminAuth, load_token
+from gateway.transport.calls import add_servicer
 from gateway.transport.capture import PredictionLogCapture
 from gateway.transport.model_server_config import apply_model_server_config
 from gateway.transport.model_service import ModelServicer
@@ -185,12 +185,17 @@ class Gateway:
             self.manager, self.metrics, self._canary_skew, replica=self.replica
         )
         self.mirror = self._make_mirror()
+        admission = Admission(
+            cfg.max_inflight_requests, cfg.max_inflight_bytes, on_shed=self.metrics.on_shed
+        )
+        self.metrics.watch_admission(admission)
         self.plane = DataPlane(
             self.manager,
             router=self.rollouts,
             hooks=[RolloutStatistics(self.rollouts), self.mirror],
             on_mismatches=self._on_mismatches,
             check_method_names=cfg.signature_method_name_check,
+            admission=admission,
         )
         limits = cfg.decode_limits()
         servicers: list[Any] = [
@@ -214,14 +219,19 @@ class Gateway:
         ]
         for servicer in servicers:
             servicer.replica = self.replica
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            servicers[0], self._server
-        )
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(servicers[1], self._server)
-        admin_pb2_grpc.add_AdminServiceServicer_to_server(servicers[2], self._server)
-        oip_grpc.add_to_server(servicers[3], self._server)
         self._health = health_aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        services = (
+            prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"],
+            model_service_pb2.DESCRIPTOR.services_by_name["ModelService"],
+            admin_pb2.DESCRIPTOR.services_by_name["AdminService"],
+            oip_grpc.SERVICE_DESCRIPTOR,
+            health_pb2.DESCRIPTOR.services_by_name["Health"],
+        )
+        protocols = [s.protocol for s in servicers] + ["health"]
+        for service, servicer, protocol in zip(
+            services, [*servicers, self._health], protocols, strict=True
+        ):
+            add_servicer(self._server, service, servicer, self.metrics, protocol)
         reflection.enable_server_reflection(
             [
                 prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"].full_name,
@@ -238,6 +248,9 @@ class Gateway:
         self.port = _add_port(self._server, f"{cfg.host}:{cfg.port}", credentials)
         if self.port == 0:
             raise OSError(f"could not bind {cfg.host}:{cfg.port}")
+        # This process's name in the rollout store (evidence, lease): distinct per
+        # process, stable across a restart on the same host and port.
+        self.rollouts.identity = self.replica or f"{socket.gethostname()}:{self.port}"
         if cfg.grpc_socket_path is not None:
             _remove_stale_socket(cfg.grpc_socket_path)
             if not _add_port(self._server, f"unix:{cfg.grpc_socket_path}", credentials):
@@ -302,7 +315,9 @@ class Gateway:
                 if tls is not None
                 else None
             )
-            self._rest = RestServer(api, cfg.host, cfg.rest_api_port, context)
+            self._rest = RestServer(
+                api, cfg.host, cfg.rest_api_port, context, cfg.rest_keepalive_seconds
+            )
             self.rest_port = self._rest.bind()
         elif path is not None and self.metrics_port is None:
             log.warning(
@@ -507,10 +522,14 @@ async def _bounded(step: str, work: Awaitable[Any], seconds: float) -> None:
 
 
 def _resolves(view: ModelView[VersionRunner]) -> bool:
-    """A model is SERVING once a request naming no version would be answered: its
-    primary (a version or a label, or the newest available) resolves."""
+    """A model is SERVING once every request the config promises would be answered: its
+    primary (a version or a label, or the newest available) and each of its version
+    labels resolve. Until then a client that waits for SERVING would get NOT_FOUND (e.g.
+    a restart loading the newest version before the configured primary)."""
     try:
         view.resolve()
+        for label in view.labels:
+            view.resolve(None, label)
     except NotFound:
         return False
     return True

@@ -118,7 +118,10 @@ class ServerConfig(_Strict):
     handshake_timeout_seconds: Annotated[float, Field(gt=0)] = 20.0
     """A connection that does not finish its HTTP/2 (and TLS) handshake in this time is
     closed: a client that opens a socket and sends nothing holds it this long at most
-    (`grpc.server_handshake_timeout_ms`; REST: the same bound for a request's headers)."""
+    (`grpc.server_handshake_timeout_ms`)."""
+    rest_keepalive_seconds: Annotated[float, Field(gt=0)] = 75.0
+    """A REST connection that sends nothing for this long, new or between requests, is
+    closed (HTTP/1.1 keep-alive timeout)."""
 
     def decode_limits(self) -> DecodeLimits:
         """The request decoding limits these settings make (defaults derived from
@@ -524,11 +527,52 @@ class ModelConfig(_Strict):
         return value
 
 
+class RedisTlsConfig(_Strict):
+    """TLS to Redis (`rediss://` URLs): the CA to trust, and a client certificate."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+class RolloutStoreConfig(_Strict):
+    """Which rollout state store replicas share: `file` (a directory, `state_dir`; one
+    machine) or `redis` (a Redis server; a fleet)."""
+
+    kind: Literal["file", "redis"] = "file"
+    url: str | None = None
+    """`redis://host:6379/0` or `rediss://...` (TLS); required for kind redis."""
+    key_prefix: str = "gateway"
+    """Every key the gateway writes starts with `<key_prefix>:`."""
+    password_file: Path | None = None
+    """A file holding the Redis password (wins over `password_env` and the URL's)."""
+    password_env: str | None = None
+    """An environment variable holding the Redis password."""
+    username: str | None = None
+    """Redis ACL user name (default: the URL's, else Redis' default user)."""
+    tls: RedisTlsConfig | None = None
+    timeout_seconds: Annotated[float, Field(gt=0)] = 0.5
+    """Per-command timeout: a slower store counts as unavailable (rollouts hold)."""
+
+    @model_validator(mode="after")
+    def _redis_needs_url(self) -> RolloutStoreConfig:
+        if self.kind == "redis":
+            if not self.url:
+                raise ValueError("url: required for kind redis (redis://host:6379/0)")
+            if not self.url.startswith(("redis://", "rediss://", "unix://")):
+                raise ValueError(f"url: expected redis://, rediss:// or unix://, got {self.url!r}")
+        return self
+
+
 class RolloutsConfig(_Strict):
     """Where rollout state is kept (shared by replicas) and how often rollouts are judged."""
 
     state_dir: Path = Path("state")
     tick_seconds: Annotated[float, Field(gt=0)] = 1.0
+    store: RolloutStoreConfig = RolloutStoreConfig()
+    lease_seconds: Annotated[float, Field(gt=0)] | None = None
+    """How long a replica's judging lease lasts without renewal (default 3 ticks): after
+    the holder dies, another replica judges within this time."""
 
 
 class BreakerConfig(_Strict):
@@ -704,7 +748,7 @@ def parse_config(data: Any, base_dir: Path) -> GatewayConfig:
         update={
             "models": models,
             "logging": _resolve_paths(config.logging, base_dir, ("file", "divergence_log")),
-            "rollouts": _resolve_paths(config.rollouts, base_dir, ("state_dir",)),
+            "rollouts": _resolve_rollouts(config.rollouts, base_dir),
             "server": _resolve_server(config.server, base_dir),
             "tfserving": _resolve_paths(
                 config.tfserving,
@@ -723,6 +767,15 @@ def _resolve_paths(section: _S, base_dir: Path, keys: tuple[str, ...]) -> _S:
         if value is not None and not value.is_absolute():
             updates[key] = base_dir / value
     return section.model_copy(update=updates)
+
+
+def _resolve_rollouts(rollouts: RolloutsConfig, base_dir: Path) -> RolloutsConfig:
+    """`state_dir` and the store's `password_file` and `tls.*` files against `base_dir`."""
+    store = _resolve_paths(rollouts.store, base_dir, ("password_file",))
+    if store.tls is not None:
+        tls = _resolve_paths(store.tls, base_dir, ("ca_file", "cert_file", "key_file"))
+        store = store.model_copy(update={"tls": tls})
+    return _resolve_paths(rollouts, base_dir, ("state_dir",)).model_copy(update={"store": store})
 
 
 def _resolve_server(server: ServerConfig, base_dir: Path) -> ServerConfig:

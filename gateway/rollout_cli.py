@@ -123,6 +123,16 @@ def format_status(s: Any) -> str:
             f"{_num(arm.p50_ms, '{:.2f}', 'ms'):>10}{_num(arm.p99_ms, '{:.2f}', 'ms'):>10}"
             f"{arm.compared:>10}{arm.diverged:>10}"
         )
+    if len(s.replicas) > 1:
+        lines.append(f"  fleet totals above; by replica ({len(s.replicas)}):")
+        for part in s.replicas:
+            lines.append(
+                f"    {part.replica or '(unnamed)':<20} primary {part.primary.requests:>7}"
+                f"  canary {part.canary.requests:>7}  compared {part.canary.compared:>6}"
+                f"  diverged {part.canary.diverged:>5}"
+            )
+    if s.store and not s.store_up:
+        lines.append(f"  STATE STORE ({s.store}) UNREACHABLE: the rollout holds until it is back")
     for g in s.gates:
         verdict = "pass" if g.passed and g.judged else ("FAIL" if g.judged else "wait")
         lines.append(

@@ -1,17 +1,21 @@
 """Side-by-side benchmark: the gateway against the naive baseline server, in one invocation.
 
-``python -m loadtest.bench [--quick] [--rounds N] [--workers N] [--json FILE] [--profile FILE]``
+``python -m loadtest.bench [--quick] [--rounds N] [--workers N] [--json FILE] [--profile FILE]
+[--protocols tfs_rest,oip_grpc,oip_rest]``
 
 1. builds a model repository in a temporary directory: ``models/demo/{1,2}`` (the same small
    Keras classifier, two seeds) and ``models_mem/demo/{1,2,3}`` for the memory comparison;
 2. starts the baseline server (``loadtest.baseline_server``, serving version 1) and the
    gateway (``--workers N``, ``tf_intra_op_threads: 1``, batching
    ``{max_batch_size: 64, batch_timeout_micros: 0}``, version 1 only, no metrics port,
-   JSON logs to a file) as subprocesses on free loopback ports, plus a gateway with a 100 %
-   shadow of version 2 and one serving three versions; waits until each answers;
+   TF Serving's REST API and v2 REST on ``server.rest_api_port``, JSON logs to a file) as
+   subprocesses on free loopback ports, plus a gateway with a 100 % shadow of version 2 and
+   one serving three versions; waits until each answers;
 3. measures, alternating baseline and gateway phases ``--rounds`` times (medians reported):
    closed loop at concurrency 1 (p50), closed loop at saturation (64 clients over 2
-   generator processes: throughput, p99, server CPU per request), the shadow cost
+   generator processes: throughput, p99, server CPU per request), the same two phases
+   against the gateway over its other protocols (``--protocols``: TF Serving REST, v2 gRPC,
+   v2 REST; compared with the baseline over TF Serving gRPC), the shadow cost
    (open loop at 50 % of the gateway's saturation throughput, shadow off vs on), resident
    memory (VmRSS summed over the gateway's worker processes) with one and three loaded
    versions, and the in-process floor (the SavedModel signature called directly, batch 1
@@ -55,13 +59,22 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import yaml
 
-from loadtest.loadgen import LoadgenError, LoadResult, LoadSpec, run_load
+from loadtest.loadgen import (
+    REST_PROTOCOLS,
+    LoadgenError,
+    LoadResult,
+    LoadSpec,
+    ProtocolName,
+    run_load,
+)
 
 __all__ = [
+    "EXTRA_PROTOCOLS",
+    "PROTOCOL_NAMES",
     "BenchReport",
     "BenchSettings",
     "FloorResult",
@@ -95,6 +108,13 @@ MAX_BATCH_SIZE = 64
 TARGET_C1_P50_RATIO = 1.15
 TARGET_THROUGHPUT_RATIO = 3.0
 TARGET_SHADOW_P99_RATIO = 1.10
+EXTRA_PROTOCOLS: tuple[str, ...] = ("tfs_rest", "oip_grpc", "oip_rest")
+PROTOCOL_NAMES: dict[str, str] = {
+    "tfs_grpc": "TF Serving gRPC",
+    "tfs_rest": "TF Serving REST",
+    "oip_grpc": "v2 gRPC",
+    "oip_rest": "v2 REST",
+}
 PROFILE_KEEP_MARKER = "<!-- analysis: text below this line is kept when the file is regenerated -->"
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _LISTENING = re.compile(r"listening on (\S+):(\d+)")
@@ -115,7 +135,7 @@ def _log_stderr(message: str) -> None:
 
 @dataclass(frozen=True)
 class BenchSettings:
-    """Phase lengths and sizes. ``default()`` runs in about 6 minutes, ``quick()`` in 1-2."""
+    """Phase lengths and sizes. ``default()`` runs in about 8 minutes, ``quick()`` in 2-3."""
 
     rounds: int = 2
     workers: int = 2
@@ -134,6 +154,9 @@ class BenchSettings:
     floor_seconds: float = 2.0
     profile_seconds: float = 0.0
     startup_timeout_s: float = 180.0
+    protocols: tuple[str, ...] = EXTRA_PROTOCOLS
+    """The gateway's other protocols measured at c=1 and saturation (each run labelled
+    ``gateway_<protocol>``) next to TF Serving gRPC; the baseline is always gRPC."""
 
     @classmethod
     def default(cls, workers: int = 2, rounds: int = 2) -> BenchSettings:
@@ -142,7 +165,7 @@ class BenchSettings:
 
     @classmethod
     def quick(cls, workers: int = 2, rounds: int = 1) -> BenchSettings:
-        """A smoke run of about a minute and a half (same phases, short)."""
+        """A smoke run of about two and a half minutes (same phases, short)."""
         return cls(
             rounds=rounds,
             workers=workers,
@@ -160,7 +183,7 @@ class PhaseRun:
     """One measured load run against one server."""
 
     phase: str  # "c1", "saturation", "shadow_off", "shadow_on", "profile"
-    server: str  # "baseline", "gateway", "gateway_shadow"
+    server: str  # "baseline", "gateway", "gateway_shadow", "gateway_<protocol>", ...
     round: int
     mode: str
     concurrency: int
@@ -180,6 +203,7 @@ class PhaseRun:
     server_cpu_us_per_request: float | None
     worker_cpu_share: list[float]  # share of the server's CPU per process (load spread)
     counters: dict[str, float] = field(default_factory=dict)  # /metrics deltas (shadow)
+    protocol: str = "tfs_grpc"  # the load generator's protocol (loadgen.PROTOCOLS)
 
     @property
     def error_count(self) -> int:
@@ -410,6 +434,22 @@ class ServerProcess:
         self.stderr_file = stderr_file
         self.metrics_ports = list(metrics_ports)
         self.target = ""
+        self.rest_port: int | None = None
+
+    @property
+    def rest_target(self) -> str:
+        """``host:port`` of the REST port (TF Serving REST and v2 REST), or ''."""
+        if self.rest_port is None or not self.target:
+            return ""
+        return f"{self.target.rsplit(':', 1)[0]}:{self.rest_port}"
+
+    def target_for(self, protocol: str) -> str:
+        """The address to drive ``protocol`` at: the REST port or the gRPC port."""
+        if protocol not in REST_PROTOCOLS:
+            return self.target
+        if not self.rest_target:
+            raise ServerError(f"{self.name}: no REST port for {protocol}")
+        return self.rest_target
 
     @property
     def supervised(self) -> bool:
@@ -518,9 +558,11 @@ def gateway_config(
     version_policy: Mapping[str, Any] | None = None,
     metrics_port: int | None = None,
     model_extra: Mapping[str, Any] | None = None,
+    rest_api_port: int | None = None,
 ) -> dict[str, Any]:
     """The benchmark gateway config: loopback, ``tf_intra_op_threads: 1``, batching
-    ``{max_batch_size: 64, batch_timeout_micros: 0}``, JSON logs to ``log_file``."""
+    ``{max_batch_size: 64, batch_timeout_micros: 0}``, JSON logs to ``log_file``; with
+    ``rest_api_port``, the REST APIs (TF Serving's and v2) on that port."""
     model: dict[str, Any] = {
         "name": MODEL,
         "base_path": str(base_path),
@@ -535,6 +577,7 @@ def gateway_config(
             "metrics_port": metrics_port,
             "workers": workers,
             "tf_intra_op_threads": 1,
+            "rest_api_port": rest_api_port,
         },
         "logging": {"level": "info", "format": "json", "file": str(log_file)},
         "models": [model],
@@ -564,7 +607,7 @@ def start_gateway(
     metrics_port = server_cfg.get("metrics_port")
     ports = [metrics_port + i for i in range(workers)] if metrics_port else []
     log_file = Path(config["logging"]["file"])
-    return ServerProcess(
+    server = ServerProcess(
         name,
         proc,
         workdir,
@@ -573,6 +616,9 @@ def start_gateway(
         stderr_file=stderr_file,
         metrics_ports=ports,
     )
+    rest_port = server_cfg.get("rest_api_port")
+    server.rest_port = int(rest_port) if rest_port else None
+    return server
 
 
 def _read_target(server: ServerProcess, timeout: float) -> None:
@@ -968,12 +1014,15 @@ def run_phase(
     round_index: int,
     *,
     scrape: bool = False,
+    label: str | None = None,
 ) -> PhaseRun:
-    """Run one load against ``server``; adds the server's CPU use in steady state (and the
-    machine's) and, with ``scrape``, the deltas of its shadow metrics."""
+    """Run one load against ``server`` (its REST port for the REST protocols); adds the
+    server's CPU use in steady state (and the machine's) and, with ``scrape``, the deltas
+    of its shadow metrics. ``label`` names the run's server (default: ``server.name``)."""
     before = shadow_counters(_scrape(server.metrics_ports)) if scrape else {}
+    target = server.target_for(spec.protocol)
     with _CpuSampler(server) as sampler, _stderr_to(server.workdir / "loadgen.stderr"):
-        result: LoadResult = run_load(dataclasses.replace(spec, target=server.target))
+        result: LoadResult = run_load(dataclasses.replace(spec, target=target))
         returned = time.monotonic()
     counters: dict[str, float] = {}
     if scrape:
@@ -996,7 +1045,7 @@ def run_phase(
     lat = result.latency
     return PhaseRun(
         phase=phase,
-        server=server.name,
+        server=label or server.name,
         round=round_index,
         mode=spec.mode,
         concurrency=spec.concurrency,
@@ -1016,6 +1065,7 @@ def run_phase(
         server_cpu_us_per_request=per_request,
         worker_cpu_share=share,
         counters=counters,
+        protocol=spec.protocol,
     )
 
 
@@ -1035,7 +1085,7 @@ def _describe(run: PhaseRun) -> str:
     if run.counters:
         extra = ", " + ", ".join(f"{k}={v:g}" for k, v in sorted(run.counters.items()))
     return (
-        f"round {run.round} {run.phase:<10} {run.server:<15} {run.throughput_rps:8.0f} req/s  "
+        f"round {run.round} {run.phase:<10} {run.server:<17} {run.throughput_rps:8.0f} req/s  "
         f"p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:7.2f} ms{errors}{cpu}{spread}{extra}"
     )
 
@@ -1321,7 +1371,9 @@ def run_bench(
         servers.append(baseline)
         gateway = start_gateway(
             "gateway",
-            gateway_config(repo.base_path, logs / "gateway.log", workers=workers),
+            gateway_config(
+                repo.base_path, logs / "gateway.log", workers=workers, rest_api_port=_free_port()
+            ),
             workdir,
             workers,
         )
@@ -1347,7 +1399,10 @@ def run_bench(
         progress("starting baseline and gateway(s)")
         wait_ready(baseline, 1, settings.startup_timeout_s)
         wait_ready(gateway, 1, settings.startup_timeout_s)
-        progress(f"baseline on {baseline.target}, gateway on {gateway.target} ({workers} workers)")
+        progress(
+            f"baseline on {baseline.target}, gateway on {gateway.target} "
+            f"(REST {gateway.rest_target}, {workers} workers)"
+        )
         if echo is not None:
             wait_ready(echo, 1, settings.startup_timeout_s)
             progress(f"gRPC-only echo server on {echo.target} ({workers} processes)")
@@ -1369,11 +1424,19 @@ def run_bench(
                 f"{sample.total_mib:.0f} MiB [{per}]"
             )
 
-        # alternating baseline / gateway phases
+        # alternating baseline / gateway phases (the gateway over each of its protocols)
         for r in range(1, settings.rounds + 1):
             for phase, spec in (("c1", _c1_spec(settings)), ("saturation", _sat_spec(settings))):
-                for server in [baseline, gateway] + ([echo] if echo is not None else []):
-                    run = run_phase(phase, server, spec, r)
+                plan: list[tuple[ServerProcess, str, str | None]] = [
+                    (baseline, "tfs_grpc", None),
+                    (gateway, "tfs_grpc", None),
+                    *((gateway, p, f"gateway_{p}") for p in settings.protocols),
+                ]
+                if echo is not None:
+                    plan.append((echo, "tfs_grpc", None))
+                for server, protocol, label in plan:
+                    run_spec = dataclasses.replace(spec, protocol=cast(ProtocolName, protocol))
+                    run = run_phase(phase, server, run_spec, r, label=label)
                     report.runs.append(run)
                     progress(_describe(run))
 
@@ -1524,6 +1587,24 @@ def build_rows(report: BenchReport) -> list[Row]:
         metric = "gRPC-only echo server -> gateway: saturation, req/s"
         add("echo_sat_throughput_rps", metric, e, g, note=note)
 
+    for protocol in report.settings.protocols:
+        server = f"gateway_{protocol}"
+        name = PROTOCOL_NAMES.get(protocol, protocol)
+        for phase, metric_key, key, metric in (
+            ("c1", "p50_ms", "c1_p50_ms", "c=1 p50 latency, ms"),
+            ("saturation", "throughput_rps", "sat_throughput_rps", f"saturation (c={c}), req/s"),
+        ):
+            b, g = med(phase, "baseline", metric_key), med(phase, server, metric_key)
+            grpc_ratio = _ratio(g, med(phase, "gateway", metric_key))
+            note = "" if grpc_ratio is None else f"gateway gRPC -> {name}: {grpc_ratio:.2f}"
+            cpu = med(phase, server, "server_cpu_us_per_request")
+            if phase == "saturation" and cpu is not None:
+                note += f"; server CPU {cpu:.0f} us/request"
+            errors = sum(r.error_count for r in report.runs_of(phase, server))
+            if errors:
+                note += f"; {errors} errors"
+            add(f"{protocol}_{key}", f"gateway over {name}: {metric}", b, g, note=note)
+
     shadow_target = f"ratio <= {TARGET_SHADOW_P99_RATIO:.2f}, 0 errors"
     if report.shadow_status == "measured":
         on_runs = report.runs_of("shadow_on", "gateway_shadow")
@@ -1625,7 +1706,8 @@ def render_table(report: BenchReport, file: IO[str] | None = None, width: int = 
         f"medians of {s.rounds} alternating round(s); gateway {s.workers} worker(s), "
         f"tf_intra_op_threads 1, max_batch_size {MAX_BATCH_SIZE}, batch_timeout_micros 0; "
         f"saturation: {s.sat_concurrency} clients over {s.sat_procs} generator processes on the "
-        f"same machine; run took {report.elapsed_s:.0f} s"
+        f"same machine; 'gateway over REST / v2' rows: the gateway over that protocol vs the "
+        f"baseline over TF Serving gRPC; run took {report.elapsed_s:.0f} s"
     )
     table = Table(title=title, caption=caption, show_lines=False)
     table.add_column("metric")
@@ -1665,7 +1747,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m loadtest.bench",
         description="Side-by-side benchmark of the gateway against the naive baseline server.",
     )
-    p.add_argument("--quick", action="store_true", help="short phases, 1 round (~1-2 min)")
+    p.add_argument("--quick", action="store_true", help="short phases, 1 round (~2-3 min)")
     p.add_argument("--rounds", type=int, help="alternating rounds (default 2, --quick 1)")
     p.add_argument("--workers", type=int, default=2, help="gateway worker processes (default 2)")
     p.add_argument("--json", metavar="FILE", help="write every number as JSON")
@@ -1677,6 +1759,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile-seconds", type=float, default=20.0, help="profiled seconds")
     p.add_argument("--no-shadow", action="store_true", help="skip the shadow-cost phases")
     p.add_argument("--no-echo", action="store_true", help="skip the gRPC-only echo server")
+    p.add_argument(
+        "--protocols",
+        default=",".join(EXTRA_PROTOCOLS),
+        help="comma-separated gateway protocols measured next to TF Serving gRPC "
+        f"(default {','.join(EXTRA_PROTOCOLS)}; '' for none)",
+    )
     p.add_argument("--dir", metavar="DIR", help="work in DIR and keep it (default: temp dir)")
     p.add_argument("--serve-echo", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -1700,6 +1788,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = dataclasses.replace(settings, shadow=False)
     if args.no_echo:
         settings = dataclasses.replace(settings, echo=False)
+    protocols = tuple(p.strip() for p in args.protocols.split(",") if p.strip())
+    unknown = [p for p in protocols if p not in EXTRA_PROTOCOLS]
+    if unknown:
+        print(
+            f"bench: --protocols: unknown {unknown} (choose from {EXTRA_PROTOCOLS})",
+            file=sys.stderr,
+        )
+        return 2
+    settings = dataclasses.replace(settings, protocols=protocols)
     if settings.rounds < 1 or settings.workers < 1:
         print("bench: --rounds and --workers must be >= 1", file=sys.stderr)
         return 2

@@ -1,4 +1,21 @@
-"""Load generator for any endpoint speaking ``tensorflow.serving.PredictionService/Predict``.
+"""Load generator for TF Serving's Predict and the Open Inference Protocol (KServe v2) infer
+call, over gRPC or REST.
+
+Four protocols (``LoadSpec.protocol``, CLI ``--protocol``), each sending one request built
+and serialized once per worker (the generator's own cost per call stays low):
+
+* ``tfs_grpc`` (default) -- ``tensorflow.serving.PredictionService/Predict``;
+* ``oip_grpc`` -- ``inference.GRPCInferenceService/ModelInfer`` with ``raw_input_contents``;
+* ``tfs_rest`` -- ``POST /v1/models/{model}[/versions/{v}|/labels/{l}]:predict``, columnar
+  JSON (``{"inputs": {name: nested lists}}``);
+* ``oip_rest`` -- ``POST /v2/models/{model}[/versions/{v}]/infer``, JSON tensors
+  (``{"inputs": [{"name", "shape", "datatype", "data"}]}``).
+
+gRPC modes send pre-serialized bytes on ``grpc.aio`` channels (responses are not parsed);
+REST modes use one ``aiohttp`` session per worker (keep-alive, a connection pool as large as
+the worker's concurrency), with ``--target host:port`` the REST port. Metadata (the fixed
+pairs and the routing-key header) travels as gRPC metadata or as HTTP headers. A failed
+call counts under its gRPC status name, or ``HTTP_<status>`` for REST.
 
 Two modes:
 
@@ -11,9 +28,10 @@ Two modes:
   (no coordinated omission). Requests are never skipped.
 
 Load is spread over ``procs`` client processes (``multiprocessing`` "spawn"), each running
-one asyncio loop with ``grpc.aio`` channels; their HdrHistograms (microseconds, 1 us..60 s,
-3 significant digits) are merged in the parent. With ``procs == 1`` the single worker runs
-in a thread of the calling process instead (no interpreter start-up cost).
+one asyncio loop with ``grpc.aio`` channels (or an ``aiohttp`` session); their HdrHistograms
+(microseconds, 1 us..60 s, 3 significant digits) are merged in the parent. With
+``procs == 1`` the single worker runs in a thread of the calling process instead (no
+interpreter start-up cost).
 
 Python API::
 
@@ -21,13 +39,17 @@ Python API::
     result = run_load(LoadSpec(target="127.0.0.1:8500", model="demo", concurrency=8))
     print(result.throughput_rps, result.latency.p99_ms)
 
-CLI: ``python -m loadtest.loadgen --target 127.0.0.1:8500 --model demo -c 8 --duration 10``.
+CLI: ``python -m loadtest.loadgen --target 127.0.0.1:8500 --model demo -c 8 --duration 10``
+(REST: ``--protocol tfs_rest --target 127.0.0.1:8501``).
 """
 
 from __future__ import annotations
 
+import abc
 import argparse
 import asyncio
+import base64
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -37,6 +59,7 @@ import os
 import queue
 import random
 import signal
+import struct
 import sys
 import threading
 import time
@@ -46,6 +69,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, cast
+from urllib.parse import quote, urlsplit
 
 import yaml
 from hdrh.histogram import HdrHistogram
@@ -55,32 +79,50 @@ __all__ = [
     "HIST_HIGHEST_US",
     "HIST_LOWEST_US",
     "HIST_SIGNIFICANT_DIGITS",
+    "OIP_INFER_METHOD",
+    "PROTOCOLS",
+    "REST_PROTOCOLS",
+    "TFS_PREDICT_METHOD",
+    "CallError",
+    "Caller",
+    "GrpcCaller",
     "InputSpec",
     "LatencySummary",
     "LoadResult",
     "LoadSpec",
     "LoadgenError",
+    "ProtocolName",
+    "RestCaller",
     "Scenario",
+    "WireRequest",
     "WorkerResult",
     "aggregate_results",
     "build_metadata_pool",
+    "build_oip_request",
+    "build_oip_rest_body",
     "build_parser",
     "build_request",
+    "build_tfs_rest_body",
+    "build_wire_request",
     "count_at_or_above",
     "decode_histogram",
     "encode_histogram",
     "format_result",
+    "http_error_code",
     "intended_send_time",
     "load_scenario",
     "main",
     "make_input_arrays",
     "merge_histograms",
     "new_histogram",
+    "oip_datatype",
     "open_loop_bounds",
     "open_loop_latency",
     "open_loop_schedule",
     "percentiles_ms",
+    "raw_tensor_bytes",
     "record_latency",
+    "rest_base_url",
     "run_load",
     "run_load_async",
     "spec_from_args",
@@ -95,6 +137,11 @@ DEFAULT_PERCENTILES: tuple[float, ...] = (50.0, 90.0, 99.0, 99.9)
 
 Mode = Literal["closed", "open"]
 _MODES: tuple[str, ...] = ("closed", "open")
+ProtocolName = Literal["tfs_grpc", "tfs_rest", "oip_grpc", "oip_rest"]
+PROTOCOLS: tuple[str, ...] = ("tfs_grpc", "tfs_rest", "oip_grpc", "oip_rest")
+REST_PROTOCOLS: frozenset[str] = frozenset({"tfs_rest", "oip_rest"})
+TFS_PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
+OIP_INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 _FLUSH_INTERVAL_S = 0.2
 _START_DELAY_S = 0.05
 _EXIT_GRACE_S = 2.0
@@ -185,7 +232,10 @@ class LoadSpec:
 
     ``duration`` is the measured time after ``warmup``; ``requests`` bounds the number of
     measured requests; the run stops at whichever bound is hit first. ``procs`` and
-    ``channels`` are per-run and per-process resources of the generator itself.
+    ``channels`` are per-run and per-process resources of the generator itself
+    (``channels``: gRPC modes only; REST modes use one connection pool per process).
+    ``protocol`` picks the API and transport (see the module docstring); for the REST
+    modes ``target`` is the REST port (``host:port`` or an ``http://`` URL).
     """
 
     target: str = "127.0.0.1:8500"
@@ -209,11 +259,14 @@ class LoadSpec:
     max_inflight: int = 10000
     channels: int = 1
     connect_timeout: float = 10.0
+    protocol: ProtocolName = "tfs_grpc"
 
     def validate(self) -> None:
         """Raise ``ValueError`` when the settings are inconsistent or out of range."""
         if self.mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {self.mode!r}")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
         if self.mode == "closed" and self.concurrency < 1:
             raise ValueError("closed loop needs concurrency >= 1")
         if self.mode == "open" and (self.rate is None or self.rate <= 0):
@@ -262,6 +315,8 @@ class LoadSpec:
         if unknown:
             raise ValueError(f"unknown loadgen settings: {sorted(unknown)}")
         kwargs: dict[str, Any] = dict(data)
+        if kwargs.get("protocol") is not None:
+            kwargs["protocol"] = str(kwargs["protocol"]).strip().lower()
         if "inputs" in kwargs:
             kwargs["inputs"] = _parse_inputs(kwargs["inputs"])
         if "metadata" in kwargs:
@@ -333,6 +388,7 @@ class LoadResult:
         """JSON-compatible dict; ``LoadResult.from_dict(r.to_dict()) == r``."""
         return {
             "settings": self.settings.to_dict(),
+            "protocol": self.settings.protocol,
             "duration_s": self.duration_s,
             "sent": self.sent,
             "ok": self.ok,
@@ -534,7 +590,7 @@ def format_result(result: LoadResult) -> str:
     )
     lat = result.latency
     rows = [
-        ("target", f"{s.target}  model={target}"),
+        ("target", f"{s.target}  model={target}  protocol={s.protocol}"),
         ("load", f"{load}, {s.procs} proc(s), warmup {s.warmup:g}s"),
         ("duration", f"{result.duration_s:.2f} s"),
         ("sent", str(result.sent)),
@@ -613,12 +669,364 @@ def build_request(spec: LoadSpec) -> Any:
 
 
 def build_metadata_pool(spec: LoadSpec) -> list[tuple[tuple[str, str], ...]]:
-    """The gRPC metadata variants to pick from per request: one entry (``spec.metadata``)
-    or, with a key header, one per key ``user-0 .. user-{keys-1}``."""
+    """The metadata variants (gRPC metadata, or HTTP headers in REST modes) to pick from
+    per request: one entry (``spec.metadata``) or, with a key header, one per key
+    ``user-0 .. user-{keys-1}``."""
     base = tuple(spec.metadata)
     if spec.key_header is None:
         return [base]
     return [(*base, (spec.key_header, f"user-{i}")) for i in range(spec.keys)]
+
+
+_OIP_DATATYPES: dict[str, str] = {
+    "bool": "BOOL",
+    "uint8": "UINT8",
+    "uint16": "UINT16",
+    "uint32": "UINT32",
+    "uint64": "UINT64",
+    "int8": "INT8",
+    "int16": "INT16",
+    "int32": "INT32",
+    "int64": "INT64",
+    "float16": "FP16",
+    "float32": "FP32",
+    "float64": "FP64",
+    "object": "BYTES",
+}
+
+
+def oip_datatype(dtype: Any) -> str:
+    """The v2 datatype name of a numpy dtype (object arrays of bytes: ``BYTES``)."""
+    import numpy as np
+
+    name = np.dtype(dtype).name
+    if name not in _OIP_DATATYPES:
+        raise ValueError(f"no v2 datatype for numpy dtype {name!r}")
+    return _OIP_DATATYPES[name]
+
+
+def _as_bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode("utf-8")
+
+
+def raw_tensor_bytes(arr: Any) -> bytes:
+    """The v2 raw form of an array: little-endian elements in row-major order, no padding;
+    BYTES elements each a 4-byte little-endian length and its bytes."""
+    import numpy as np
+
+    if arr.dtype == object:
+        return b"".join(
+            struct.pack("<I", len(b)) + b for b in (_as_bytes(v) for v in arr.reshape(-1))
+        )
+    return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+
+
+def _nest(flat: list[Any], shape: Sequence[int]) -> Any:
+    """``flat`` (row-major) as nested lists of ``shape`` (a scalar for shape ``()``)."""
+    if not shape:
+        return flat[0]
+    if len(shape) == 1:
+        return flat
+    step = len(flat) // shape[0] if shape[0] else 0
+    return [_nest(flat[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
+
+
+def _tfs_json_string(value: Any) -> Any:
+    raw = _as_bytes(value)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"b64": base64.b64encode(raw).decode("ascii")}
+
+
+def _model_path_tfs(spec: LoadSpec) -> str:
+    path = f"/v1/models/{quote(spec.model, safe='')}"
+    if spec.version is not None:
+        path += f"/versions/{spec.version}"
+    elif spec.label:
+        path += f"/labels/{quote(spec.label, safe='')}"
+    return path + ":predict"
+
+
+def _model_path_oip(spec: LoadSpec) -> str:
+    path = f"/v2/models/{quote(spec.model, safe='')}"
+    if spec.version is not None:
+        path += f"/versions/{spec.version}"
+    elif spec.label:  # the gateway's extension: a version segment may be a label
+        path += f"/versions/{quote(spec.label, safe='')}"
+    return path + "/infer"
+
+
+def build_tfs_rest_body(spec: LoadSpec) -> bytes:
+    """TF Serving REST predict body, columnar: ``{"signature_name": ..., "inputs": {name:
+    nested lists}}`` (strings as JSON strings, or ``{"b64": ...}`` when not UTF-8)."""
+    inputs: dict[str, Any] = {}
+    for name, arr in make_input_arrays(spec.inputs, spec.seed).items():
+        if arr.dtype == object:
+            inputs[name] = _nest([_tfs_json_string(v) for v in arr.reshape(-1)], arr.shape)
+        else:
+            inputs[name] = arr.tolist()
+    doc: dict[str, Any] = {}
+    if spec.signature:
+        doc["signature_name"] = spec.signature
+    doc["inputs"] = inputs
+    return json.dumps(doc, separators=(",", ":")).encode("utf-8")
+
+
+def build_oip_rest_body(spec: LoadSpec) -> bytes:
+    """v2 REST infer body: ``{"inputs": [{"name", "shape", "datatype", "data": flat}]}``
+    (BYTES elements as UTF-8 strings), the signature as the ``signature_name`` parameter."""
+    tensors: list[dict[str, Any]] = []
+    for name, arr in make_input_arrays(spec.inputs, spec.seed).items():
+        datatype = oip_datatype(arr.dtype)
+        if arr.dtype == object:
+            try:
+                data: list[Any] = [_as_bytes(v).decode("utf-8") for v in arr.reshape(-1)]
+            except UnicodeDecodeError:
+                raise ValueError(f"input {name!r}: BYTES values must be UTF-8 in JSON") from None
+        else:
+            data = arr.reshape(-1).tolist()
+        tensors.append({"name": name, "shape": list(arr.shape), "datatype": datatype, "data": data})
+    doc: dict[str, Any] = {"inputs": tensors}
+    if spec.signature:
+        doc["parameters"] = {"signature_name": spec.signature}
+    return json.dumps(doc, separators=(",", ":")).encode("utf-8")
+
+
+def build_oip_request(spec: LoadSpec) -> Any:
+    """The v2 ``ModelInferRequest`` of the run: every input in ``raw_input_contents``."""
+    from gateway._proto.inference import grpc_service_pb2
+
+    request = grpc_service_pb2.ModelInferRequest(model_name=spec.model)
+    if spec.version is not None:
+        request.model_version = str(spec.version)
+    elif spec.label:
+        request.model_version = spec.label
+    if spec.signature:
+        request.parameters["signature_name"].string_param = spec.signature
+    for name, arr in make_input_arrays(spec.inputs, spec.seed).items():
+        request.inputs.add(name=name, datatype=oip_datatype(arr.dtype), shape=list(arr.shape))
+        request.raw_input_contents.append(raw_tensor_bytes(arr))
+    return request
+
+
+@dataclass(frozen=True)
+class WireRequest:
+    """What every call of a run sends, serialized once: a gRPC method and the serialized
+    message, or an HTTP path (``POST``) and its JSON body."""
+
+    protocol: str
+    path: str
+    body: bytes
+
+    @property
+    def rest(self) -> bool:
+        """True for the HTTP protocols."""
+        return self.protocol in REST_PROTOCOLS
+
+
+def build_wire_request(spec: LoadSpec) -> WireRequest:
+    """The run's request for ``spec.protocol`` (see the module docstring)."""
+    if spec.protocol == "tfs_grpc":
+        body = cast(bytes, build_request(spec).SerializeToString())
+        return WireRequest(spec.protocol, TFS_PREDICT_METHOD, body)
+    if spec.protocol == "oip_grpc":
+        body = cast(bytes, build_oip_request(spec).SerializeToString())
+        return WireRequest(spec.protocol, OIP_INFER_METHOD, body)
+    if spec.protocol == "tfs_rest":
+        return WireRequest(spec.protocol, _model_path_tfs(spec), build_tfs_rest_body(spec))
+    if spec.protocol == "oip_rest":
+        return WireRequest(spec.protocol, _model_path_oip(spec), build_oip_rest_body(spec))
+    raise ValueError(f"protocol must be one of {PROTOCOLS}, got {spec.protocol!r}")
+
+
+def http_error_code(status: int) -> str:
+    """The error name a failed HTTP call is counted under: ``HTTP_<status>``."""
+    return f"HTTP_{status}"
+
+
+def rest_base_url(target: str) -> str:
+    """``http://host:port`` for a ``host:port`` target (a URL target is kept as given)."""
+    return target.rstrip("/") if "://" in target else f"http://{target}"
+
+
+# --------------------------------------------------------------------------------------
+# Callers: one request, one protocol (so the worker's loops are protocol-agnostic)
+# --------------------------------------------------------------------------------------
+
+
+class CallError(Exception):
+    """A failed call: ``code`` is the gRPC status name, or ``HTTP_<status>`` for REST."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class Caller(abc.ABC):
+    """Sends the run's prebuilt request; ``call`` raises ``CallError`` when it fails."""
+
+    @abc.abstractmethod
+    async def call(self, metadata: Any) -> None:
+        """One call with ``metadata`` in the caller's own form (see ``native_metadata``)."""
+
+    @staticmethod
+    @abc.abstractmethod
+    def native_metadata(pairs: tuple[tuple[str, str], ...]) -> Any:
+        """Metadata pairs in the form ``call`` takes (built once per pool entry)."""
+
+
+class GrpcCaller(Caller):
+    """A unary call on one ``grpc.aio`` channel with pre-serialized request bytes (no
+    serializer, and no deserializer: the response is not parsed)."""
+
+    def __init__(self, channel: Any, wire: WireRequest, timeout: float) -> None:
+        import grpc
+
+        self._method = channel.unary_unary(wire.path)
+        self._body = wire.body
+        self._timeout = timeout
+        self._rpc_error: type[BaseException] = grpc.aio.AioRpcError
+
+    async def call(self, metadata: Any) -> None:
+        try:
+            await self._method(self._body, metadata=metadata, timeout=self._timeout)
+        except self._rpc_error as exc:
+            raise CallError(cast(Any, exc).code().name) from None
+
+    @staticmethod
+    def native_metadata(pairs: tuple[tuple[str, str], ...]) -> Any:
+        return pairs
+
+
+class RestCaller(Caller):
+    """``POST`` of the prebuilt JSON body on a shared ``aiohttp`` session (keep-alive); the
+    body of the answer is read, not parsed; any status but 200 is ``HTTP_<status>``."""
+
+    def __init__(self, session: Any, url: str, body: bytes) -> None:
+        self._session = session
+        self._url = url
+        self._body = body
+
+    async def call(self, metadata: Any) -> None:
+        async with self._session.post(self._url, data=self._body, headers=metadata) as reply:
+            await reply.read()
+            if reply.status != 200:
+                raise CallError(http_error_code(reply.status))
+
+    @staticmethod
+    def native_metadata(pairs: tuple[tuple[str, str], ...]) -> Any:
+        return {"Content-Type": "application/json", **dict(pairs)}
+
+
+class _Connections(abc.ABC):
+    """A worker's connections to the target and the callers on them."""
+
+    callers: list[Caller]
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect (within ``connect_timeout``; else ``LoadgenError``) and make callers."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Close every connection."""
+
+    def metadata_pool(self, spec: LoadSpec) -> list[Any]:
+        """``build_metadata_pool(spec)`` in the callers' form."""
+        convert = type(self.callers[0]).native_metadata
+        return [convert(md) for md in build_metadata_pool(spec)]
+
+
+class _GrpcConnections(_Connections):
+    def __init__(self, spec: LoadSpec, wire: WireRequest) -> None:
+        self.spec = spec
+        self.wire = wire
+        self.channels: list[Any] = []
+        self.callers = []
+
+    async def open(self) -> None:
+        import grpc
+
+        spec = self.spec
+        options = [
+            ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+            ("grpc.use_local_subchannel_pool", 1),
+        ]
+        self.channels = [
+            grpc.aio.insecure_channel(spec.target, options=options) for _ in range(spec.channels)
+        ]
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(ch.channel_ready() for ch in self.channels)),
+                spec.connect_timeout,
+            )
+        except TimeoutError:
+            raise LoadgenError(
+                f"could not connect to {spec.target} within {spec.connect_timeout:g}s"
+            ) from None
+        self.callers = [GrpcCaller(ch, self.wire, spec.timeout) for ch in self.channels]
+
+    async def close(self) -> None:
+        for ch in self.channels:
+            await ch.close()
+
+
+class _RestConnections(_Connections):
+    def __init__(self, spec: LoadSpec, wire: WireRequest, pool_size: int) -> None:
+        self.spec = spec
+        self.wire = wire
+        self.pool_size = max(1, pool_size)
+        self.session: Any = None
+        self.callers = []
+
+    async def open(self) -> None:
+        import aiohttp
+
+        spec = self.spec
+        base = rest_base_url(spec.target)
+        parts = urlsplit(base)
+        host = parts.hostname or "127.0.0.1"
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        await _wait_tcp(host, port, spec.connect_timeout, spec.target)
+        connector = aiohttp.TCPConnector(limit=self.pool_size, limit_per_host=self.pool_size)
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=spec.timeout),
+            auto_decompress=False,
+        )
+        self.callers = [RestCaller(self.session, base + self.wire.path, self.wire.body)]
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+
+async def _wait_tcp(host: str, port: int, timeout: float, target: str) -> None:
+    """Retry a TCP connection to ``host:port`` until it succeeds or ``timeout`` passes."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise LoadgenError(f"could not connect to {target} within {timeout:g}s")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), remaining)
+        except (OSError, TimeoutError):
+            await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
+
+
+def _connections(spec: LoadSpec, pool_size: int) -> _Connections:
+    wire = build_wire_request(spec)
+    if wire.rest:
+        return _RestConnections(spec, wire, pool_size)
+    return _GrpcConnections(spec, wire)
 
 
 # --------------------------------------------------------------------------------------
@@ -688,30 +1096,12 @@ def _worker_entry(cfg: _WorkerConfig, sync: _Sync) -> None:
 
 
 async def _worker_main(cfg: _WorkerConfig, sync: _Sync) -> WorkerResult:
-    import grpc
-    from tensorflow_serving.apis import prediction_service_pb2_grpc
-
     spec = cfg.spec
-    request = build_request(spec)
-    pool = build_metadata_pool(spec)
-    options = [
-        ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
-        ("grpc.use_local_subchannel_pool", 1),
-    ]
-    channels = [
-        grpc.aio.insecure_channel(spec.target, options=options) for _ in range(spec.channels)
-    ]
+    pool_size = cfg.concurrency if spec.mode == "closed" else spec.max_inflight
+    conns = _connections(spec, pool_size)
     try:
-        try:
-            await asyncio.wait_for(
-                asyncio.gather(*(ch.channel_ready() for ch in channels)), spec.connect_timeout
-            )
-        except TimeoutError:
-            raise LoadgenError(
-                f"could not connect to {spec.target} within {spec.connect_timeout:g}s"
-            ) from None
-        stubs = [prediction_service_pb2_grpc.PredictionServiceStub(ch) for ch in channels]
+        await conns.open()
+        pool = conns.metadata_pool(spec)
         sync.outbox.put(("ready", cfg.index, None))
         while not await asyncio.to_thread(sync.go.wait, 0.5):
             if sync.stop.is_set():
@@ -722,23 +1112,21 @@ async def _worker_main(cfg: _WorkerConfig, sync: _Sync) -> WorkerResult:
         delay = t0 - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        return await _drive(cfg, sync, stubs=stubs, request=request, pool=pool, t0=t0)
+        return await _drive(cfg, sync, callers=conns.callers, pool=pool, t0=t0)
     finally:
-        for ch in channels:
-            await ch.close()
+        await conns.close()
 
 
 async def _drive(
     cfg: _WorkerConfig,
     sync: _Sync,
     *,
-    stubs: Sequence[Any],
-    request: Any,
-    pool: Sequence[tuple[tuple[str, str], ...]],
+    callers: Sequence[Caller],
+    pool: Sequence[Any],
     t0: float,
 ) -> WorkerResult:
-    import grpc
-
+    """Run the closed or open loop on ``callers`` (one request, one protocol each) with
+    metadata drawn from ``pool`` (already in the callers' form)."""
     spec = cfg.spec
     state = _State(cfg.request_budget)
     hist = new_histogram()
@@ -747,9 +1135,7 @@ async def _drive(
     randrange = rng.randrange
     npool = len(pool)
     fixed_md = pool[0]
-    timeout = spec.timeout
     clock = time.monotonic
-    rpc_error = grpc.aio.AioRpcError
     base = cfg.index * _COUNTER_FIELDS
     counters = sync.counters
     stop = sync.stop
@@ -773,7 +1159,7 @@ async def _drive(
             state.last_completion = clock()
 
     async def closed_client(client: int) -> None:
-        predict = stubs[client % len(stubs)].Predict
+        call = callers[client % len(callers)].call
         send_deadline = measure_start + spec.duration if spec.duration is not None else math.inf
         while not state.stopping:
             sent_at = clock()
@@ -789,9 +1175,9 @@ async def _drive(
             state.live_sent += 1
             md = pool[randrange(npool)] if npool > 1 else fixed_md
             try:
-                await predict(request, metadata=md, timeout=timeout)
-            except rpc_error as exc:
-                on_error(exc.code().name, measured)
+                await call(md)
+            except CallError as exc:
+                on_error(exc.code, measured)
                 continue
             except Exception as exc:
                 on_error(f"CLIENT_{type(exc).__name__}", measured)
@@ -808,14 +1194,14 @@ async def _drive(
         first, stop_index = open_loop_bounds(spec.rate, spec.warmup, spec.duration, spec.requests)
         slots = asyncio.Semaphore(spec.max_inflight)
         inflight: set[asyncio.Task[None]] = set()
-        predicts = [s.Predict for s in stubs]
+        calls = [c.call for c in callers]
 
-        async def fire(predict: Any, intended: float, measured: bool) -> None:
+        async def fire(call: Any, intended: float, measured: bool) -> None:
             md = pool[randrange(npool)] if npool > 1 else fixed_md
             try:
-                await predict(request, metadata=md, timeout=timeout)
-            except rpc_error as exc:
-                on_error(exc.code().name, measured)
+                await call(md)
+            except CallError as exc:
+                on_error(exc.code, measured)
                 return
             except Exception as exc:
                 on_error(f"CLIENT_{type(exc).__name__}", measured)
@@ -843,7 +1229,7 @@ async def _drive(
             if measured:
                 state.sent += 1
             state.live_sent += 1
-            task = asyncio.create_task(fire(predicts[n % len(predicts)], intended, measured))
+            task = asyncio.create_task(fire(calls[n % len(calls)], intended, measured))
             inflight.add(task)
             task.add_done_callback(inflight.discard)
         if inflight:
@@ -1062,10 +1448,16 @@ def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser (every setting defaults to None = "not given")."""
     p = argparse.ArgumentParser(
         prog="python -m loadtest.loadgen",
-        description="Load generator for tensorflow.serving.PredictionService/Predict.",
+        description="Load generator for TF Serving Predict and v2 infer, over gRPC or REST.",
     )
     p.add_argument("--scenario", help="YAML scenario file; its 'loadgen' section sets defaults")
-    p.add_argument("--target", help="host:port (default 127.0.0.1:8500)")
+    p.add_argument("--target", help="host:port (default 127.0.0.1:8500; REST modes: the REST port)")
+    p.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        help="tfs_grpc (default: TF Serving Predict), tfs_rest (TF Serving REST :predict), "
+        "oip_grpc (v2 ModelInfer), oip_rest (v2 REST /infer)",
+    )
     p.add_argument("--mode", choices=_MODES, help="closed (default) or open (with --rate)")
     p.add_argument("-c", "--concurrency", type=int, help="closed-loop clients (default 1)")
     p.add_argument("--rate", type=float, help="open-loop arrival rate, req/s (implies open)")
@@ -1073,7 +1465,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--requests", type=int, help="measured requests")
     p.add_argument("--warmup", type=float, help="seconds excluded from stats (default 0)")
     p.add_argument("--procs", type=int, help="client processes (default 1)")
-    p.add_argument("--channels", type=int, help="gRPC channels per process (default 1)")
+    p.add_argument("--channels", type=int, help="gRPC channels per process (default 1; gRPC modes)")
     p.add_argument("--model", help="model name (default demo)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--version", type=int, help="model version")
@@ -1109,7 +1501,7 @@ def spec_from_args(args: argparse.Namespace) -> LoadSpec:
     simple = [
         *("target", "mode", "concurrency", "rate", "duration", "requests", "warmup"),
         *("procs", "channels", "model", "signature", "key_header", "keys", "timeout"),
-        *("max_inflight", "seed"),
+        *("max_inflight", "seed", "protocol"),
     ]
     for name in simple:
         value = getattr(args, name)

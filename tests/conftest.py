@@ -64,6 +64,19 @@ def gateway_factory(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], Any]]
         gw.__exit__(None, None, None)
 
 
+@pytest.fixture
+def redis_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A real `redis-server` on a free loopback port (`tests.support.RedisServer`), killed
+    at teardown. Parametrize indirectly with `{"password": ..., "tls": ...}` for those."""
+    from tests.support import RedisServer
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server not installed (make sysdeps installs it)")
+    options = getattr(request, "param", None) or {}
+    with RedisServer(tmp_path / "redis", **options) as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def seed_bundle(tmp_path_factory):
     """A tiny regression model trained on Normalization-ed x in [1, 3]."""

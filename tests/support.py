@@ -402,3 +402,103 @@ def certificates(d: Path) -> dict[str, Path]:
                  "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
                  "-extfile", f"{name}.ext", cwd=d)  # fmt: skip
     return {n: d / n for n in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
+
+
+class RedisServer:
+    """A throwaway `redis-server` on a free loopback port (no persistence), in `directory`.
+
+    Optional `password` (`--requirepass`) and `tls` (`certificates()`: the server then
+    listens with TLS only, and `url` is `rediss://`). `kill()` is SIGKILL; `restart()`
+    starts it again on the same port. Always killed at exit.
+    """
+
+    def __init__(
+        self, directory: Path, password: str | None = None, tls: dict[str, Path] | None = None
+    ) -> None:
+        from gateway.workers import free_port
+
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.password = password
+        self.tls = tls
+        self.port = free_port()
+        self.log = directory / "redis.log"
+        self.proc: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
+
+    def _args(self) -> list[str]:
+        args = ["redis-server", "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"]
+        args += ["--dir", str(self.directory), "--logfile", str(self.log)]
+        if self.tls is None:
+            args += ["--port", str(self.port)]
+        else:
+            args += ["--port", "0", "--tls-port", str(self.port)]
+            args += ["--tls-cert-file", str(self.tls["server.pem"])]
+            args += ["--tls-key-file", str(self.tls["server.key"])]
+            args += ["--tls-ca-cert-file", str(self.tls["ca.pem"])]
+        if self.password is not None:
+            args += ["--requirepass", self.password]
+        return args
+
+    def _answers(self) -> bool:
+        import redis
+
+        if self.proc.poll() is not None:
+            log = self.log.read_text()[-2000:] if self.log.exists() else ""
+            raise AssertionError(f"redis-server exited with {self.proc.returncode}: {log}")
+        tls: dict[str, Any] = {}
+        if self.tls is not None:
+            tls = {
+                "ssl": True,
+                "ssl_ca_certs": str(self.tls["ca.pem"]),
+                "ssl_certfile": str(self.tls["client.pem"]),
+                "ssl_keyfile": str(self.tls["client.key"]),
+            }
+        client = redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=0.5,
+            socket_connect_timeout=0.5, **tls,
+        )  # fmt: skip
+        try:
+            return bool(client.ping())
+        except (redis.RedisError, OSError):
+            return False
+        finally:
+            client.close()
+
+    def start(self) -> RedisServer:
+        """Start and wait until it answers PING (AssertionError after 10 s, with its log)."""
+        import subprocess
+
+        self.proc = subprocess.Popen(
+            self._args(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+        wait_until(
+            self._answers,
+            10.0,
+            f"redis-server on port {self.port} to answer PING",
+            seen=lambda: self.log.read_text()[-2000:] if self.log.exists() else "(no log)",
+            interval=0.05,
+        )
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL (what a crash looks like)."""
+        import signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(30)
+
+    def restart(self) -> RedisServer:
+        """Kill (if running) and start again on the same port (empty: no persistence)."""
+        self.kill()
+        return self.start()
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()

@@ -76,6 +76,9 @@ class InferenceRequest:
     request_id: str = ""
     protocol: str = "tfs_grpc"
     """Which protocol the request came in on (metrics, the divergence log)."""
+    size_bytes: int = 0
+    """Bytes the request's inputs hold, for the in-flight limits; 0: the data plane sums
+    the inputs' `nbytes` (a tf.Example request's transport gives its message size)."""
 
 
 @dataclass(frozen=True)

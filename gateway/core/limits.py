@@ -38,27 +38,32 @@ class DecodeLimits:
     max_examples: int = 1024 * 1024
     max_features: int = 4096
 
+    def rank(self, alias: str, ndim: int) -> None:
+        """InvalidInput for a tensor of more than `max_rank` dimensions."""
+        if ndim > self.max_rank:
+            raise InvalidInput(
+                f"input '{alias}': tensor has {ndim} dimensions; at most "
+                f"{self.max_rank} are accepted (server.max_tensor_rank)"
+            )
+
     def element_count(self, alias: str, shape: Sequence[int]) -> int:
         """The element count of `shape`, validated: InvalidInput for a rank over
         `max_rank` or a negative dimension, ResourceExhausted for more elements than
-        `max_tensor_elements`; each message names the input and the limit."""
-        if len(shape) > self.max_rank:
+        `max_tensor_elements`; each message names the input and the limit. O(rank), and
+        the product never grows past the limit (a zero dimension anywhere makes 0)."""
+        self.rank(alias, len(shape))
+        if min(shape, default=0) < 0:
+            d = min(shape)
             raise InvalidInput(
-                f"input '{alias}': tensor has {len(shape)} dimensions; at most "
-                f"{self.max_rank} are accepted (server.max_tensor_rank)"
+                f"input '{alias}': negative dimension in shape {_show(shape)} (dimension "
+                f"{d}); a request tensor needs sizes >= 0"
             )
+        if 0 in shape:
+            return 0
         count = 1
         for d in shape:
-            if d < 0:
-                raise InvalidInput(
-                    f"input '{alias}': dimension {d} in shape {_show(shape)}; a request "
-                    "tensor needs sizes >= 0"
-                )
             count *= d
             if count > self.max_tensor_elements:
-                # Keep multiplying only to say whether it is 0 after all (a later 0 dim).
-                if 0 in shape:
-                    return 0
                 raise ResourceExhausted(
                     f"input '{alias}': shape {_show(shape)} has more than "
                     f"{self.max_tensor_elements} elements, the limit of one tensor "
@@ -66,12 +71,13 @@ class DecodeLimits:
                 )
         return count
 
-    def request_elements(self, total: int) -> None:
+    def request_elements(self, total: int, alias: str | None = None) -> None:
         """ResourceExhausted when a request's tensors hold more than
-        `max_request_elements` elements in all."""
+        `max_request_elements` elements in all (`alias`: the input that went over)."""
         if total > self.max_request_elements:
+            upto = f" (up to input '{alias}')" if alias is not None else ""
             raise ResourceExhausted(
-                f"request tensors hold {total} elements; at most "
+                f"request tensors hold {total} elements{upto}; at most "
                 f"{self.max_request_elements} are accepted in one request "
                 "(server.max_request_elements)"
             )

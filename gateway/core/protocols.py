@@ -59,6 +59,9 @@ class RolloutMetrics(Protocol):
     ) -> None:
         """Export a rollout's current weight and status."""
 
+    def rollout_store(self, kind: str, up: bool) -> None:
+        """Export whether the rollout state store's last call succeeded."""
+
 
 class MirrorMetrics(Protocol):
     """Metrics of shadow, noise and canary comparisons."""

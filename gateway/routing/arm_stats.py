@@ -22,6 +22,7 @@ Not thread-safe by design: everything runs on one event loop.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -115,6 +116,32 @@ class LatencyHistogram:
                 return min(max(_bucket_mid(index), self.min), self.max)
         return self.max  # pragma: no cover - unreachable: counts sum to count
 
+    def to_evidence(self) -> dict[str, Any]:
+        """Lossless and JSON-friendly: the non-empty buckets, count, total, min, max."""
+        return {
+            "buckets": {str(i): n for i, n in enumerate(self._counts) if n},
+            "count": self.count,
+            "total": self.total,
+            "min": self.min if self.count else None,
+            "max": self.max,
+        }
+
+    @classmethod
+    def from_evidence(cls, data: Mapping[str, Any]) -> LatencyHistogram:
+        """The histogram `to_evidence` wrote; ValueError for a malformed one."""
+        hist = cls()
+        for index, n in data.get("buckets", {}).items():
+            i = int(index)
+            if not 0 <= i < _N_BUCKETS or int(n) < 0:
+                raise ValueError(f"latency bucket {index}: {n} is out of range")
+            hist._counts[i] = int(n)
+        hist.count = int(data.get("count", 0))
+        hist.total = float(data.get("total", 0.0))
+        low = data.get("min")
+        hist.min = math.inf if low is None else float(low)
+        hist.max = float(data.get("max", 0.0))
+        return hist
+
     def merge(self, other: LatencyHistogram) -> None:
         """Add every sample of ``other`` into this histogram."""
         for index, n in enumerate(other._counts):
@@ -199,6 +226,34 @@ class ArmStats:
         if other.max_feature_skew is not None:
             self.record_skew(other.max_feature_skew)
 
+    def to_evidence(self) -> dict[str, Any]:
+        """Everything needed to merge this arm into a fleet's (lossless, JSON-friendly)."""
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "client_errors": self.client_errors,
+            "errors_by_code": dict(self.errors_by_code),
+            "latency": self.latency.to_evidence(),
+            "compared": self.compared,
+            "diverged": self.diverged,
+            "max_feature_skew": self.max_feature_skew,
+        }
+
+    @classmethod
+    def from_evidence(cls, data: Mapping[str, Any]) -> ArmStats:
+        """The arm `to_evidence` wrote; ValueError (or KeyError/TypeError) when malformed."""
+        skew = data.get("max_feature_skew")
+        return cls(
+            requests=int(data["requests"]),
+            errors=int(data["errors"]),
+            client_errors=int(data["client_errors"]),
+            errors_by_code={str(k): int(v) for k, v in data.get("errors_by_code", {}).items()},
+            latency=LatencyHistogram.from_evidence(data.get("latency", {})),
+            compared=int(data.get("compared", 0)),
+            diverged=int(data.get("diverged", 0)),
+            max_feature_skew=None if skew is None else float(skew),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly summary (for status pages and logs)."""
         return {
@@ -264,6 +319,44 @@ class StepStats:
     def elapsed(self, now: float) -> float:
         """Seconds since the statistics were started or reset."""
         return now - self.started_at
+
+    def to_evidence(self) -> dict[str, Any]:
+        """This replica's step evidence for the state store (lossless, JSON-friendly)."""
+        return {
+            "step": self.step,
+            "started_at": self.started_at,
+            "primary": self.primary.to_evidence(),
+            "canary": self.canary.to_evidence(),
+            "previous_primary": (
+                None if self.previous_primary is None else self.previous_primary.to_evidence()
+            ),
+        }
+
+    @classmethod
+    def from_evidence(cls, data: Mapping[str, Any]) -> StepStats:
+        """The statistics `to_evidence` wrote; ValueError/KeyError/TypeError if malformed."""
+        previous = data.get("previous_primary")
+        return cls(
+            started_at=float(data["started_at"]),
+            step=str(data.get("step", "")),
+            primary=ArmStats.from_evidence(data["primary"]),
+            canary=ArmStats.from_evidence(data["canary"]),
+            previous_primary=None if previous is None else ArmStats.from_evidence(previous),
+        )
+
+    @classmethod
+    def fleet(cls, parts: Sequence[StepStats], started_at: float, step: str) -> StepStats:
+        """The sum of several replicas' statistics of one step (`started_at`: when the
+        step began, the earliest a replica saw it)."""
+        total = cls(started_at=started_at, step=step)
+        for part in parts:
+            total.primary.merge(part.primary)
+            total.canary.merge(part.canary)
+            if part.previous_primary is not None:
+                if total.previous_primary is None:
+                    total.previous_primary = ArmStats()
+                total.previous_primary.merge(part.previous_primary)
+        return total
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly summary of both arms."""

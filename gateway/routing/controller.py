@@ -6,11 +6,19 @@ Contract:
 * The request path calls :meth:`RolloutController.route` (a dict lookup and, for a
   keyed request, one sha256; no I/O, no lock) and :meth:`RolloutController.record`
   (counter increments). Nothing else here runs per request.
-* Everything that touches the shared state file (:class:`RolloutStore`) runs on a
-  worker thread, as a locked read-modify-write that re-applies the pure transition
-  to the *newest* stored state: replicas sharing ``rollouts.state_dir`` never
-  overwrite each other's decisions, and each replica re-reads the file every
+* Everything that touches the shared state store (:class:`StateStore`: a directory
+  for one machine, or Redis for a fleet) is an atomic read-modify-write that
+  re-applies the pure transition to the *newest* stored state: replicas never
+  overwrite each other's decisions, and each replica re-reads the state every
   ``rollouts.tick_seconds`` so it follows what another replica decided.
+* Gates are judged on the fleet's evidence: every tick each replica replaces its own
+  cumulative step statistics in the store, and the one replica holding the model's
+  judging lease sums every replica's and judges. Its decision is committed only if
+  the stored state is still the one it judged (a second judge, e.g. after a lease
+  expired under a long pause, is refused by that check instead of applying a second
+  decision). A store that cannot be reached holds every rollout (no step, no automatic
+  rollback), is reported once (`rollout_store_unavailable`, `gateway_rollout_store_up`
+  0) and retried every tick; the request path never waits on it.
 * Effects of a state on serving are applied idempotently by :meth:`_apply`: both arms
   (and, after a promotion, the old primary) are pinned loaded, and the model's
   primary (its label when the config names the primary by label) points at
@@ -22,6 +30,7 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import random
 import time
@@ -32,7 +41,7 @@ import numpy as np
 import structlog
 
 from gateway.config import GatewayConfig, ModelConfig, RolloutsConfig
-from gateway.core.errors import FailedPrecondition, InvalidInput, NotFound
+from gateway.core.errors import FailedPrecondition, InvalidInput, NotFound, Unavailable
 from gateway.core.model_view import Servable
 from gateway.core.protocols import RolloutMetrics, ServingControls
 from gateway.core.states import VersionState
@@ -47,8 +56,9 @@ from gateway.routing.rollout import (
     Status,
 )
 from gateway.routing.router import Arm, FeatureSource, RouteDecision, decide
+from gateway.routing.state_store import StateStore, StoreUnavailable
 from gateway.routing.status import RolloutStatus
-from gateway.routing.store import CorruptStateError, RolloutStore
+from gateway.routing.store import CorruptStateError
 
 log = structlog.get_logger("gateway.rollout")
 
@@ -68,6 +78,8 @@ class _Rollout:
     state: RolloutState
     stats: StepStats
     waiting_for: str = ""
+    others: tuple[tuple[str, StepStats], ...] = ()
+    """The other replicas' evidence of the current step, as last read from the store."""
 
 
 def routing_key(
@@ -111,24 +123,36 @@ class RolloutController:
         self._clock = clock
         self._rollouts: dict[str, _Rollout] = {}
         self._errors: dict[str, str] = {}
-        self._store: RolloutStore | None = None
+        self._store: StateStore | None = None
+        self._store_up = True
         self._tick_seconds = RolloutsConfig().tick_seconds  # until `configure`
+        self._lease_seconds = 3 * self._tick_seconds
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one state change at a time in this process
+        self._pending: dict[str, ModelConfig] = {}
+        """Rollouts not yet restored because the store was unreachable (retried per tick)."""
+        self.identity = replica
+        """This replica's name in the store (evidence, lease): the replica name, else set
+        by the gateway to host:port; distinct per process, stable across a restart."""
 
     # -- configuration -------------------------------------------------------------
 
     async def configure(self, config: GatewayConfig) -> None:
         """Adopt the config's rollout blocks: restore each model's stored state (or create a
         PENDING one for a new candidate) and apply it. Call on the event loop."""
-        self._tick_seconds = config.rollouts.tick_seconds
-        if any(m.rollout is not None for m in config.models):
-            self._store = await asyncio.to_thread(RolloutStore, config.rollouts.state_dir)
+        rollouts = config.rollouts
+        self._tick_seconds = rollouts.tick_seconds
+        self._lease_seconds = rollouts.lease_seconds or 3 * rollouts.tick_seconds
+        if any(m.rollout is not None for m in config.models) and self._store is None:
+            self._store = await open_store(rollouts)
         async with self._lock:
             configured = {m.name for m in config.models if m.rollout is not None}
             for name in [n for n in self._rollouts if n not in configured]:
                 del self._rollouts[name]
                 self._release_effects(name, config.model(name))
+            for name in [n for n in self._pending if n not in configured]:
+                del self._pending[name]
+                self._errors.pop(name, None)
             for model in config.models:
                 if model.rollout is not None:
                     await self._configure_model(model, RolloutPlan.from_config(model))
@@ -145,16 +169,25 @@ class RolloutController:
             return RolloutState.new(name, plan, previous=current)
 
         try:
-            state = await asyncio.to_thread(self._store.update, name, adopt)
+            state = await self._store.update(name, adopt)
+            assert state is not None
+            own = await self._own_evidence(name, state.step_token)
         except CorruptStateError as exc:
             self._errors[name] = str(exc)
             self._rollouts.pop(name, None)
             log.error("rollout_state_corrupt", model=name, error=str(exc))
             return
-        assert state is not None
+        except StoreUnavailable as exc:
+            self._store_down(exc)
+            if name not in self._rollouts:
+                self._pending[name] = model
+                self._errors[name] = f"rollout state store unreachable ({exc}); retried every tick"
+            return
+        self._store_ok()
+        self._pending.pop(name, None)
         self._errors.pop(name, None)
         old = self._rollouts.get(name)
-        stats = StepStats(started_at=self._clock(), step=state.step_token)
+        stats = own or StepStats(started_at=self._clock(), step=state.step_token)
         if old is not None and old.state.step_token == state.step_token:
             stats = old.stats
         self._rollouts[name] = _Rollout(model, plan, state, stats)
@@ -170,11 +203,51 @@ class RolloutController:
         )
 
     async def close(self) -> None:
-        """Stop the periodic evaluation."""
+        """Stop the periodic evaluation; flush this replica's evidence; close the store."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        if self._store is not None:
+            with contextlib.suppress(StoreUnavailable):
+                for r in list(self._rollouts.values()):
+                    if r.state.is_active:
+                        await self._flush(r)
+            await self._store.close()
+            self._store = None
+
+    async def _own_evidence(self, name: str, step: str) -> StepStats | None:
+        """This replica's evidence of `step` in the store (after a restart: the counts of
+        the process before it), to go on counting from."""
+        assert self._store is not None
+        found = (await self._store.evidence(name, step)).get(self.identity)
+        if found is None:
+            return None
+        try:
+            stats = StepStats.from_evidence(found)
+        except (ValueError, KeyError, TypeError):
+            return None
+        return stats if stats.step == step else None
+
+    def _store_ok(self) -> None:
+        if not self._store_up:
+            log.info("rollout_store_recovered", store=self._store_kind())
+        self._store_up = True
+        self._metrics.rollout_store(self._store_kind(), True)
+
+    def _store_down(self, exc: StoreUnavailable) -> None:
+        if self._store_up:
+            log.warning(
+                "rollout_store_unavailable",
+                store=self._store_kind(),
+                error=str(exc),
+                detail="rollouts hold (no step, no automatic rollback) until it is back",
+            )
+        self._store_up = False
+        self._metrics.rollout_store(self._store_kind(), False)
+
+    def _store_kind(self) -> str:
+        return self._store.kind if self._store is not None else ""
 
     # -- the request path ----------------------------------------------------------
 
@@ -223,28 +296,42 @@ class RolloutController:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self._tick_seconds)
+            await asyncio.sleep(self._tick_seconds)  # the tick period is the behaviour
+            for model in list(self._pending.values()):
+                async with self._lock:
+                    await self._configure_model(model, RolloutPlan.from_config(model))
             for name in list(self._rollouts):
                 try:
                     await self.tick(name)
+                    self._store_ok()
+                except StoreUnavailable as exc:
+                    self._store_down(exc)
+                except Unavailable:
+                    pass  # an automatic action found the store down: reported by `act`
                 except Exception:
                     log.exception("rollout_tick_failed", model=name)
 
     async def tick(self, name: str) -> None:
-        """One evaluation of `name`'s rollout: follow the stored state, auto-start, feed the
-        skew gate, judge the step and persist what changed."""
+        """One evaluation of `name`'s rollout: follow the stored state, flush this replica's
+        evidence, and, when this replica holds the judging lease, auto-start, feed the skew
+        gate, judge the step on the fleet's evidence and persist what changed.
+        StoreUnavailable propagates (the caller reports it; the rollout holds)."""
         assert self._store is not None
         r = self._rollouts.get(name)
         if r is None:
             return
         try:
-            stored = await asyncio.to_thread(self._store.load, name)
+            stored = await self._store.load(name)
         except CorruptStateError as exc:
             log.error("rollout_state_corrupt", model=name, error=str(exc))
             return
         if stored is not None and stored != r.state:
             self._adopt(r, stored)
         state = r.state
+        if state.is_active:
+            await self._flush(r)
+        if not await self._store.acquire_lease(name, self.identity, self._lease_seconds):
+            return  # another replica judges this tick
         if state.status is Status.PENDING and r.config.rollout and r.config.rollout.auto_start:
             if not self._missing(r):
                 await self.act(name, "start", actor="auto", reason="auto_start")
@@ -267,8 +354,9 @@ class RolloutController:
             skew = self._skew_of(name, state.candidate)
             if skew is not None:
                 r.stats.canary.record_skew(skew)
+        fleet = self._fleet(r)
         now = self._clock()
-        new, decision = ro.tick(state, r.plan, r.stats, now)
+        new, decision = ro.tick(state, r.plan, fleet, now)
         if decision is None:
             return
         if decision.action == "hold":
@@ -276,17 +364,42 @@ class RolloutController:
                 log.debug("rollout_hold", model=name, reason=decision.reason)
             r.waiting_for = decision.reason
             return
-        snapshot = copy.deepcopy(r.stats)
-        plan = r.plan
 
         def judged(current: RolloutState | None) -> RolloutState | None:
-            if current is None:
-                return None
-            if current == state:
-                return new
-            return ro.tick(current, plan, snapshot, now)[0]
+            # Only the state that was judged may change: a state another replica (or an
+            # operator) changed since is kept, and re-judged on the next tick's evidence.
+            return new if current == state else current
 
         await self._commit(r, judged)
+
+    async def _flush(self, r: _Rollout) -> None:
+        """Replace this replica's evidence of the current step in the store, and read the
+        other replicas' (for the fleet's sums)."""
+        assert self._store is not None
+        name, step = r.config.name, r.state.step_token
+        if r.stats.step == step:
+            await self._store.put_evidence(name, step, self.identity, r.stats.to_evidence())
+        others: list[tuple[str, StepStats]] = []
+        for replica, evidence in sorted((await self._store.evidence(name, step)).items()):
+            if replica == self.identity:
+                continue
+            try:
+                part = StepStats.from_evidence(evidence)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning(
+                    "rollout_evidence_unreadable", model=name, replica=replica, error=str(exc)
+                )
+                continue
+            if part.step == step:
+                others.append((replica, part))
+        r.others = tuple(others)
+
+    def _fleet(self, r: _Rollout) -> StepStats:
+        """The step's statistics summed over the fleet: this replica's live counts and the
+        others' as last flushed."""
+        parts = [r.stats, *(s for _, s in r.others if s.step == r.stats.step)]
+        started = min(p.started_at for p in parts)
+        return StepStats.fleet(parts, started, r.stats.step)
 
     # -- manual actions ------------------------------------------------------------
 
@@ -339,6 +452,12 @@ class RolloutController:
 
         try:
             await self._commit(r, change)
+        except StoreUnavailable as exc:
+            self._store_down(exc)
+            raise Unavailable(
+                f"cannot {action} the rollout of '{name}': the rollout state store is "
+                f"unreachable ({exc}); nothing changed, try again"
+            ) from exc
         except InvalidTransition as exc:
             raise FailedPrecondition(str(exc)) from exc
         except ValueError as exc:
@@ -357,7 +476,9 @@ class RolloutController:
         if name in self._errors:
             return RolloutStatus.unreadable(name, self._errors[name])
         r = self._rollout(name)
-        stats = copy.deepcopy(r.stats)
+        stats = self._fleet(r)  # a new object: later requests do not change it
+        own = copy.deepcopy(r.stats)
+        parts = sorted([(self.identity, own), *((n, s) for n, s in r.others if s.step == own.step)])
         return RolloutStatus(
             model=name,
             replica=self._replica,
@@ -367,6 +488,9 @@ class RolloutController:
             gates=tuple(evaluate(r.plan.gates, stats, r.plan.min_samples)),
             waiting_for=r.waiting_for if r.state.status is Status.RUNNING else "",
             missing=self._missing(r),
+            replicas=tuple(parts),
+            store=self._store_kind(),
+            store_up=self._store_up,
         )
 
     # -- internals -----------------------------------------------------------------
@@ -406,7 +530,7 @@ class RolloutController:
         assert self._store is not None
         async with self._lock:
             name = r.config.name
-            new = await asyncio.to_thread(self._store.update, name, change)
+            new = await self._store.update(name, change)
             if new is not None and new != r.state:
                 self._adopt(r, new)
 
@@ -471,3 +595,14 @@ class RolloutController:
         if isinstance(model.primary, str):
             self._manager.set_label(name, model.primary, None)
         self._manager.set_primary(name, None)
+
+
+async def open_store(config: RolloutsConfig) -> StateStore:
+    """The state store `rollouts.store` names: the `file` store in `state_dir`, or Redis."""
+    if config.store.kind == "redis":
+        from gateway.routing.redis_store import RedisStateStore  # only with a redis store
+
+        return RedisStateStore.from_config(config.store)
+    from gateway.routing.file_store import FileStateStore
+
+    return await FileStateStore.open(config.state_dir)

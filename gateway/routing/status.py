@@ -42,6 +42,12 @@ class RolloutStatus:
     waiting_for: str = ""
     missing: str = ""
     error: str = ""
+    replicas: tuple[tuple[str, StepStats], ...] = ()
+    """Each replica's share of `stats` (which is the fleet's sum), by replica name."""
+    store: str = "file"
+    """The state store's kind."""
+    store_up: bool = True
+    """Whether the store's last call succeeded (false: the rollout holds)."""
 
     def __post_init__(self) -> None:
         parts = (self.state, self.plan, self.stats)
@@ -71,4 +77,7 @@ class RolloutStatus:
             "gates": [g.to_dict() for g in self.gates],
             "waiting_for": self.waiting_for,
             "missing": self.missing,
+            "replicas": {name: stats.to_dict() for name, stats in self.replicas},
+            "store": self.store,
+            "store_up": self.store_up,
         }

@@ -23,6 +23,7 @@ from gateway.core.inference import ExampleBatch, InferenceRequest, InferenceResu
 from gateway.core.model_view import ModelView, VersionTable
 from gateway.core.servable import Arrays, Signature
 from gateway.routing.router import Arm, FeatureSource, RouteDecision
+from gateway.serving.admission import Admission
 from gateway.serving.checks import checked_inputs
 from gateway.serving.runner import VersionRunner
 
@@ -108,8 +109,10 @@ class DataPlane:
         hooks: Sequence[ResponseHook] = (),
         on_mismatches: MismatchObserver | None = None,
         check_method_names: bool = False,
+        admission: Admission | None = None,
     ) -> None:
         self._table = table
+        self._admission = admission
         self._check_method_names = check_method_names
         self._router = router
         self._hooks = tuple(hooks)
@@ -120,7 +123,18 @@ class DataPlane:
         return self._table.view(request.model).resolve(request.version, request.label)
 
     async def infer(self, request: InferenceRequest) -> InferenceResult:
-        """Route, check, run and filter one request; then tell the response hooks."""
+        """Admit, route, check, run and filter one request; then tell the response hooks."""
+        admission = self._admission
+        if admission is None:
+            return await self._infer(request)
+        nbytes = request.size_bytes or sum(a.nbytes for a in request.inputs.values())
+        admission.admit(nbytes)
+        try:
+            return await self._infer(request)
+        finally:
+            admission.release(nbytes)
+
+    async def _infer(self, request: InferenceRequest) -> InferenceResult:
         started = time.perf_counter()
         view = self._table.view(request.model)
         route = self._route(request, view)

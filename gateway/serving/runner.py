@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gateway.config import BatchingConfig
-from gateway.core.errors import Unavailable
+from gateway.core.errors import InternalError, Unavailable
 from gateway.core.servable import Arrays, LoadedVersion, RunFn, Signature
 from gateway.serving.batcher import Batcher, BatchObserver
 
@@ -33,6 +33,39 @@ def _counting(skew: SkewWindow, run: RunFn) -> RunFn:
         return run(inputs)
 
     return counted
+
+
+GROUP_ROWS = 4096
+"""A batched request of more rows than this is submitted in groups of whole batches of
+about this many rows (see `_run_groups`)."""
+
+
+async def _run_groups(
+    batcher: Batcher, inputs: Arrays, rows: int, group: int, inline: bool
+) -> Arrays:
+    """A request of many batches, as groups of whole batches (the model calls, the same
+    batches, are the batcher's), each group's outputs copied into the request's output
+    arrays as they come: a large request's outputs are held once, not once per batch
+    and again concatenated."""
+    out: Arrays = {}
+    for start in range(0, rows, group):
+        n = min(group, rows - start)
+        part = await batcher.submit({k: v[start : start + n] for k, v in inputs.items()}, n, inline)
+        for alias, value in part.items():
+            if alias not in out:
+                if start:
+                    raise InternalError(f"output '{alias}' missing from earlier batches")
+                out[alias] = np.empty((rows, *value.shape[1:]), dtype=value.dtype)
+            whole = out[alias]
+            if value.shape != (n, *whole.shape[1:]) or value.dtype != whole.dtype:
+                raise InternalError(
+                    f"output '{alias}': batches disagree (shape {list(value.shape)} "
+                    f"{value.dtype}, expected {[n, *whole.shape[1:]]} {whole.dtype})"
+                )
+            whole[start : start + n] = value
+        if len(part) != len(out):
+            raise InternalError("outputs differ between batches of one request")
+    return out
 
 
 class VersionRunner:
@@ -97,6 +130,9 @@ class VersionRunner:
         `background` work (mirrored calls) never runs on the event loop's thread."""
         batcher = self._batchers.get(signature.name)
         if batcher is not None and (signature.strict_shapes or signature.conforms(inputs)):
+            group = max(1, GROUP_ROWS // batcher.max_batch_size) * batcher.max_batch_size
+            if rows > group:
+                return await _run_groups(batcher, inputs, rows, group, not background)
             return await batcher.submit(inputs, rows, inline=not background)
         if self._closing and self.inflight <= 0:
             raise Unavailable("model version is unloading; retry")

@@ -31,15 +31,45 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "gateway_requests_total",
-            "RPCs handled, by method, model, version and gRPC status code.",
-            ["method", "model", "version", "code"],
+            "Requests handled, by protocol, method, model, version and gRPC status code.",
+            ["protocol", "method", "model", "version", "code"],
             registry=r,
         )
         self.latency = Histogram(
             "gateway_request_latency_seconds",
-            "Server-side RPC latency by method, model and version.",
-            ["method", "model", "version"],
+            "Server-side request latency by protocol, method, model and version.",
+            ["protocol", "method", "model", "version"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.decode_errors = Counter(
+            "gateway_request_decode_errors_total",
+            "Requests refused because their bytes did not parse as the RPC's message.",
+            ["protocol", "method"],
+            registry=r,
+        )
+        self.internal_errors = Counter(
+            "gateway_internal_errors_total",
+            "Unexpected exceptions that escaped a handler (answered INTERNAL with a request "
+            "id); a client mistake must never land here.",
+            ["protocol", "method"],
+            registry=r,
+        )
+        self.shed = Counter(
+            "gateway_requests_shed_total",
+            "Requests refused with RESOURCE_EXHAUSTED by the in-flight limits, by the limit "
+            "(requests, bytes).",
+            ["limit"],
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "gateway_inflight_requests",
+            "Requests being worked on in this process (admitted by the in-flight limits).",
+            registry=r,
+        )
+        self.inflight_bytes = Gauge(
+            "gateway_inflight_bytes",
+            "Bytes of decoded request inputs held by admitted requests in this process.",
             registry=r,
         )
         self.batch_rows = Histogram(
@@ -162,6 +192,13 @@ class Metrics:
             ["model", "status"],
             registry=r,
         )
+        self.rollout_store_up = Gauge(
+            "gateway_rollout_store_up",
+            "1 when the rollout state store's last call succeeded, 0 while it is unreachable "
+            "(rollouts hold).",
+            ["store"],
+            registry=r,
+        )
         self.rollout_decisions = Counter(
             "gateway_rollout_decisions_total",
             "Rollout decisions taken (start, advance, pause, rollback, promote, ...).",
@@ -185,6 +222,10 @@ class Metrics:
         self.child(self.arm_requests, model, arm, str(version), code).inc()
         if code == "OK":
             self.child(self.arm_latency, model, arm, str(version)).observe(seconds)
+
+    def rollout_store(self, kind: str, up: bool) -> None:
+        """Export the state store's reachability."""
+        self.child(self.rollout_store_up, kind).set(1.0 if up else 0.0)
 
     def rollout_decision(self, model: str, action: str, actor: str) -> None:
         """Count one rollout decision."""
@@ -248,11 +289,29 @@ class Metrics:
             ).inc()
 
     def observe_request(
-        self, method: str, model: str, version: str, code: str, seconds: float
+        self, method: str, model: str, version: str, code: str, seconds: float, protocol: str
     ) -> None:
-        """Record one finished RPC."""
-        self.child(self.latency, method, model, version).observe(seconds)
-        self.child(self.requests, method, model, version, code).inc()
+        """Record one finished request."""
+        self.child(self.latency, protocol, method, model, version).observe(seconds)
+        self.child(self.requests, protocol, method, model, version, code).inc()
+
+    def watch_admission(self, admission: Any) -> None:
+        """Export an `Admission`'s counters: in-flight gauges read at scrape time (nothing
+        per request) and its refusals."""
+        self.inflight.set_function(lambda: admission.requests)
+        self.inflight_bytes.set_function(lambda: admission.bytes)
+
+    def on_shed(self, limit: str) -> None:
+        """Count a request refused by an in-flight limit."""
+        self.child(self.shed, limit).inc()
+
+    def on_decode_error(self, protocol: str, method: str) -> None:
+        """Count a request whose bytes did not parse."""
+        self.child(self.decode_errors, protocol, method).inc()
+
+    def on_internal_error(self, protocol: str, method: str) -> None:
+        """Count an unexpected exception answered INTERNAL."""
+        self.child(self.internal_errors, protocol, method).inc()
 
     def batch_observer(self, model: str, version: int) -> Any:
         """A `BatchObserver` bound to one version's label children."""

@@ -44,6 +44,9 @@ class RolloutControls(Protocol):
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
     """Model status with explicit FAILED reasons, and config reload."""
 
+    protocol = "admin"
+    """The `protocol` label of its request metrics."""
+
     def __init__(
         self,
         manager: ModelRegistry[Servable],
@@ -229,6 +232,12 @@ def rollout_status(status: RolloutStatus) -> Any:
     key = plan.routing_key
     out.routing_key = f"{key.source}:{key.name}" if key is not None else ""
     out.replica = status.replica
+    for name, part in status.replicas:
+        share = out.replicas.add(replica=name)
+        _arm(share.primary, part.primary)
+        _arm(share.canary, part.canary)
+    out.store = status.store
+    out.store_up = status.store_up
     return out
 
 

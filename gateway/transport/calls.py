@@ -17,6 +17,9 @@ from typing import Any, TypeVar
 
 import grpc
 import structlog
+from google.protobuf import message_factory
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import DecodeError
 
 from gateway.core.errors import GatewayError
 from gateway.sinks.logging import REQUEST_ID as CURRENT_REQUEST_ID
@@ -27,14 +30,19 @@ log = structlog.get_logger("gateway.rpc")
 
 REQUEST_ID = "x-request-id"
 REPLICA = "x-gateway-replica"
+RETRY_PUSHBACK = "grpc-retry-pushback-ms"
+"""gRPC's retry hint (the retry design's server pushback): a shed request says when to
+come back; grpc clients with a retry policy honour it."""
 _Self = TypeVar("_Self", bound="HasMetrics")
 
 
 class HasMetrics:
-    """Servicers using `unary` expose their Metrics instance (and may name their replica,
-    returned as `x-gateway-replica` trailing metadata)."""
+    """Servicers using `unary` expose their Metrics instance and the protocol label of
+    their metrics (and may name their replica, returned as `x-gateway-replica` trailing
+    metadata)."""
 
     metrics: Metrics
+    protocol: str
 
 
 Handler = Callable[[Any, Any, Any], Awaitable[Any]]
@@ -112,6 +120,9 @@ def unary(
                 code = status_code(exc.kind)
                 if code is grpc.StatusCode.INTERNAL:
                     log.error("rpc_internal_error", method=method, model=model, error=exc.message)
+                retry = getattr(exc, "retry_after_ms", None)
+                if retry is not None:
+                    trailing = (*trailing, (RETRY_PUSHBACK, str(retry)))
                 await context.abort(code, exc.message, trailing_metadata=trailing)
             except (grpc.aio.AbortError, grpc.RpcError):
                 code = context.code() or grpc.StatusCode.UNKNOWN
@@ -119,15 +130,81 @@ def unary(
             except Exception:
                 code = grpc.StatusCode.INTERNAL
                 log.exception("rpc_unexpected_error", method=method, model=model)
+                self.metrics.on_internal_error(self.protocol, method)
                 await context.abort(
                     code, f"internal error (request id {rid})", trailing_metadata=trailing
                 )
             finally:
                 structlog.contextvars.unbind_contextvars("request_id")
                 self.metrics.observe_request(
-                    method, model, version, code.name, time.perf_counter() - started
+                    method, model, version, code.name, time.perf_counter() - started, self.protocol
                 )
 
         return wrapper
 
     return decorate
+
+
+def add_servicer(
+    server: Any, service: ServiceDescriptor, servicer: Any, metrics: Metrics, protocol: str
+) -> None:
+    """Register `servicer`'s unary methods of `service` on a grpc server so that each
+    receives the request's raw bytes and parses them here: a request that does not parse
+    (random bytes, nesting past protobuf's recursion limit, invalid UTF-8 in a string
+    field) gets INVALID_ARGUMENT naming the message type and the parse error, and is
+    counted (`gateway_request_decode_errors_total`). Registered through the generated
+    `add_*_to_server`, grpc would parse first and answer UNKNOWN ("Unexpected
+    <class DecodeError>"), logging a traceback per request. Streaming methods keep grpc's
+    own parsing (the gateway's services have none; health Watch and reflection do)."""
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in service.methods:
+        request_cls = message_factory.GetMessageClass(method.input_type)
+        response_cls = message_factory.GetMessageClass(method.output_type)
+        bound = getattr(servicer, method.name)
+        if method.client_streaming or method.server_streaming:
+            make = (
+                grpc.stream_stream_rpc_method_handler
+                if method.client_streaming
+                else grpc.unary_stream_rpc_method_handler
+            )
+            handlers[method.name] = make(
+                bound,
+                request_deserializer=request_cls.FromString,
+                response_serializer=response_cls.SerializeToString,
+            )
+            continue
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            _parsing(bound, request_cls, method.name, metrics, protocol),
+            request_deserializer=None,  # raw bytes: parsed by `_parsing`
+            response_serializer=response_cls.SerializeToString,
+        )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
+
+
+def _parsing(
+    bound: Handler2, request_cls: Any, method: str, metrics: Metrics, protocol: str
+) -> Handler2:
+    type_name = request_cls.DESCRIPTOR.full_name
+
+    async def handle(raw: bytes, context: Any) -> Any:
+        try:
+            request = request_cls.FromString(raw)
+        except (DecodeError, RecursionError, ValueError) as exc:
+            rid = request_id(context)
+            metrics.on_decode_error(protocol, method)
+            metrics.observe_request(method, "", "", "INVALID_ARGUMENT", 0.0, protocol)
+            detail = str(exc).removeprefix(f"Error parsing message with type '{type_name}': ")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"could not parse the request as {type_name} ({len(raw)} bytes): {detail}",
+                trailing_metadata=((REQUEST_ID, rid),),
+            )
+        return await bound(request, context)
+
+    return handle
+
+
+Handler2 = Callable[[Any, Any], Awaitable[Any]]
+"""A bound unary method `(request, context) -> response`."""

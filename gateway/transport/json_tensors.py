@@ -14,7 +14,9 @@ tokens TF Serving writes (and reads). Classify/Regress `examples` (and `context`
 tf.Example protos in a `tensorflow.serving.Input`.
 
 Every malformed value raises `InvalidInput` naming the input (or feature), where it is,
-and what was expected, in TF Serving's words first.
+and what was expected, in TF Serving's words first; a tensor over the request's
+`DecodeLimits` (rank, elements of a tensor or of the request, bytes of a string) raises
+the limit's error (`ResourceExhausted` for sizes) before its array is allocated.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from tensorflow_serving.apis import input_pb2
 
 from gateway.core import dtypes
 from gateway.core.errors import InvalidInput, Unimplemented
+from gateway.core.limits import DEFAULT_LIMITS, DecodeLimits
 from gateway.core.servable import Arrays, TensorSpec
 
 B64 = "b64"
@@ -40,8 +43,7 @@ BYTES_SUFFIX = "_bytes"
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _SHOW_CHARS = 80
-MAX_RANK = 254
-"""TensorFlow's largest tensor rank (`TensorShape::MaxDimensions`)."""
+_TOO_DEEP = "<a value nested too deeply to show>"
 
 _TF_NAMES = {
     dtypes.DT_FLOAT: "float",
@@ -93,8 +95,8 @@ def show(value: Any) -> str:
     """A JSON value as TF Serving's messages print it (shortened)."""
     try:
         text = orjson.dumps(value).decode()
-    except TypeError:
-        text = repr(value)
+    except TypeError:  # orjson writes at most 254 levels; repr recurses too (1000 frames)
+        text = _TOO_DEEP
     return text if len(text) <= _SHOW_CHARS else text[: _SHOW_CHARS - 3] + "..."
 
 
@@ -172,18 +174,20 @@ def signature_name(doc: Mapping[str, Any]) -> str:
 # -- JSON values -> tensors ----------------------------------------------------------------
 
 
-def _dense(value: Any) -> tuple[tuple[int, ...], list[Any]]:
+def _dense(
+    value: Any, alias: str = "", limits: DecodeLimits = DEFAULT_LIMITS
+) -> tuple[tuple[int, ...], list[Any]]:
     """TF Serving's dense shape (each level's length from its first element) and the
-    leaf values in row-major order; `_ValueError` for a ragged or uneven list."""
+    leaf values in row-major order; `_ValueError` for a ragged or uneven list, the
+    limits' InvalidInput for a rank over `limits.max_rank` (before any recursion)."""
     shape: list[int] = []
     probe = value
     while isinstance(probe, list):
         shape.append(len(probe))
-        if len(shape) > MAX_RANK:
-            raise _ValueError(f"a tensor has at most {MAX_RANK} dimensions (TensorFlow's limit)")
         if not probe:
             break
         probe = probe[0]
+    limits.rank(alias, len(shape))
     if not shape:
         return (), [value]
     flat: list[Any] = []
@@ -321,16 +325,33 @@ _CONVERTERS: dict[int, Callable[[list[Any], int], np.ndarray]] = {
 """The input dtypes TF Serving's REST API converts JSON to (no half, uint16, complex)."""
 
 
-def _tensor(value: Any, spec: TensorSpec) -> np.ndarray:
+class _Budget:
+    """A request's `DecodeLimits` and the running element total of its tensors."""
+
+    def __init__(self, limits: DecodeLimits) -> None:
+        self.limits = limits
+        self.elements = 0
+
+    def take(self, alias: str, shape: tuple[int, ...]) -> None:
+        """Check one more tensor's shape: its element count, then the request's total."""
+        self.elements += self.limits.element_count(alias, shape)
+        self.limits.request_elements(self.elements, alias)
+
+
+def _tensor(value: Any, spec: TensorSpec, alias: str, budget: _Budget) -> np.ndarray:
     """One JSON value (scalar or nested list) as an array of the input's dtype;
-    `_ValueError` with the index path of the offending value."""
+    `_ValueError` with the index path of the offending value, the limits' errors (naming
+    `alias`) for a rank, element count or string over them. The element counts are
+    checked once the list is known to be dense (a ragged list is reported as ragged),
+    before the array is allocated (the flat list of JSON values is bounded by the body)."""
     convert = _CONVERTERS.get(spec.dtype)
     if convert is None:
         raise Unimplemented(
             f"Conversion of JSON Value: {show(value)} to type: {_tf_name(spec.dtype)} "
             "is not supported by the REST API (use gRPC)"
         )
-    shape, flat = _dense(value)
+    shape, flat = _dense(value, alias, budget.limits)
+    budget.take(alias, shape)
     if list in set(map(type, flat)):
         i = _first(flat, lambda v: type(v) is list)
         raise _ValueError(
@@ -342,6 +363,8 @@ def _tensor(value: Any, spec: TensorSpec) -> np.ndarray:
         array = convert(flat, spec.dtype)
     except _ValueError as exc:
         raise _ValueError(exc.message, _unravel(exc.path[0], shape) if exc.path else ()) from None
+    if array.dtype == object and array.size:
+        budget.limits.string_bytes(alias, max(map(len, array)))
     return array.reshape(shape)
 
 
@@ -356,10 +379,14 @@ def _where(path: tuple[int, ...]) -> str:
 
 
 def predict_inputs(
-    doc: Mapping[str, Any], specs: Mapping[str, TensorSpec]
+    doc: Mapping[str, Any],
+    specs: Mapping[str, TensorSpec],
+    limits: DecodeLimits = DEFAULT_LIMITS,
 ) -> tuple[Arrays, Format]:
     """The named input tensors of a Predict request and the format it used; `specs` are the
-    signature's inputs (their dtypes decide how JSON values convert)."""
+    signature's inputs (their dtypes decide how JSON values convert); every tensor, and
+    the request's running element total, is checked against `limits` before the next
+    one is converted."""
     if not specs:
         raise InvalidInput("Failed to get input map for signature: it has no inputs")
     has_rows, has_columns = "instances" in doc, "inputs" in doc
@@ -368,9 +395,9 @@ def predict_inputs(
             "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist"
         )
     if has_rows:
-        return _rows(doc["instances"], specs), Format.ROW
+        return _rows(doc["instances"], specs, _Budget(limits)), Format.ROW
     if has_columns:
-        return _columns(doc["inputs"], specs), Format.COLUMNAR
+        return _columns(doc["inputs"], specs, _Budget(limits)), Format.COLUMNAR
     raise InvalidInput("Missing 'inputs' or 'instances' key")
 
 
@@ -378,7 +405,7 @@ def _named_object(value: Any) -> bool:
     return isinstance(value, dict) and not _b64_object(value)
 
 
-def _rows(instances: Any, specs: Mapping[str, TensorSpec]) -> Arrays:
+def _rows(instances: Any, specs: Mapping[str, TensorSpec], budget: _Budget) -> Arrays:
     """The row format: the items of `instances` stacked along a new batch dimension."""
     if not isinstance(instances, list):
         raise InvalidInput(f"Expecting 'instances' to be an list/array, got {show(instances)}")
@@ -395,7 +422,7 @@ def _rows(instances: Any, specs: Mapping[str, TensorSpec]) -> Arrays:
             if _named_object(item):
                 raise InvalidInput(f"Expecting value/list but got object at item {i} of input list")
         (name,) = names
-        return {name: _row_tensor(instances, name, specs[name], keyed=False)}
+        return {name: _row_tensor(instances, name, specs[name], budget, keyed=False)}
     for i, item in enumerate(instances):
         if not _named_object(item):
             raise InvalidInput(f"Expecting object but got list at item {i} of input list")
@@ -413,14 +440,16 @@ def _rows(instances: Any, specs: Mapping[str, TensorSpec]) -> Arrays:
                 f"{', '.join(sorted(set(specs) - set(item)))})"
             )
     return {
-        name: _row_tensor([item[name] for item in instances], name, specs[name], keyed=True)
+        name: _row_tensor([item[name] for item in instances], name, specs[name], budget, True)
         for name in names
     }
 
 
-def _row_tensor(column: list[Any], name: str, spec: TensorSpec, keyed: bool) -> np.ndarray:
+def _row_tensor(
+    column: list[Any], name: str, spec: TensorSpec, budget: _Budget, keyed: bool
+) -> np.ndarray:
     try:
-        return _tensor(column, spec)
+        return _tensor(column, spec, name, budget)
     except _ValueError as exc:
         element, *rest = exc.path or (0,)
         key = f" key: {name}" if keyed else ""
@@ -431,7 +460,7 @@ def _row_tensor(column: list[Any], name: str, spec: TensorSpec, keyed: bool) -> 
         ) from None
 
 
-def _columns(inputs: Any, specs: Mapping[str, TensorSpec]) -> Arrays:
+def _columns(inputs: Any, specs: Mapping[str, TensorSpec], budget: _Budget) -> Arrays:
     """The columnar format: one value (a single input) or an object of named inputs;
     keys the signature does not have are ignored, as TF Serving ignores them."""
     if not _named_object(inputs):
@@ -441,18 +470,20 @@ def _columns(inputs: Any, specs: Mapping[str, TensorSpec]) -> Arrays:
                 f"tensors required as per tensorinfo_map (inputs: {', '.join(sorted(specs))})"
             )
         (name,) = specs
-        return {name: _column_tensor(inputs, name, specs[name], "inputs")}
+        return {name: _column_tensor(inputs, name, specs[name], budget, "inputs")}
     out: Arrays = {}
     for name in sorted(specs):
         if name not in inputs:
             raise InvalidInput(f"Missing named input: {name} in 'inputs' object.")
-        out[name] = _column_tensor(inputs[name], name, specs[name], f"inputs[{name!r}]")
+        out[name] = _column_tensor(inputs[name], name, specs[name], budget, f"inputs[{name!r}]")
     return out
 
 
-def _column_tensor(value: Any, name: str, spec: TensorSpec, where: str) -> np.ndarray:
+def _column_tensor(
+    value: Any, name: str, spec: TensorSpec, budget: _Budget, where: str
+) -> np.ndarray:
     try:
-        return _tensor(value, spec)
+        return _tensor(value, spec, name, budget)
     except _ValueError as exc:
         at = f" at {where}{_where(exc.path)}" if exc.path else ""
         raise InvalidInput(f"input '{name}': {exc.message}{at}") from None

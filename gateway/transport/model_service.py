@@ -21,6 +21,9 @@ ReloadFn = Callable[[Any], Awaitable[list[str]]]
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore[misc]
     """GetModelStatus and HandleReloadConfigRequest, as TF Serving answers them."""
 
+    protocol = "tfs_grpc"
+    """The `protocol` label of its request metrics."""
+
     def __init__(
         self,
         manager: ModelRegistry[Servable],

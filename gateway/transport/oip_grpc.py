@@ -37,7 +37,8 @@ from gateway.transport.oip_tensors import (
 )
 
 PROTOCOL = "oip_grpc"
-SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+SERVICE_DESCRIPTOR = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+SERVICE = SERVICE_DESCRIPTOR.full_name
 """`inference.GRPCInferenceService`."""
 SERVER_NAME = "tf-gateway"
 PLATFORM = "tensorflow_savedmodel"
@@ -103,6 +104,9 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     """ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata and ModelInfer
     over the `DataPlane` and the serving table."""
 
+    protocol = PROTOCOL
+    """The `protocol` label of its request metrics."""
+
     def __init__(
         self,
         plane: DataPlane,
@@ -116,30 +120,30 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
         self.limits = limits
         """What a request may ask the decoders to allocate."""
 
-    @unary("oip.ServerLive")
+    @unary("ServerLive")
     async def ServerLive(self, request: Any, context: Any) -> Any:
         """Live whenever the server answers."""
         return pb.ServerLiveResponse(live=True)
 
-    @unary("oip.ServerReady")
+    @unary("ServerReady")
     async def ServerReady(self, request: Any, context: Any) -> Any:
         """Ready when every configured model's primary resolves to an available version."""
         views = self.table.table.values()
         return pb.ServerReadyResponse(ready=all(_ready(v, None, None) for v in views))
 
-    @unary("oip.ModelReady", model_of=_named_model)
+    @unary("ModelReady", model_of=_named_model)
     async def ModelReady(self, request: Any, context: Any) -> Any:
         """Whether the version (or label, or the primary) would answer; NOT_FOUND for a
         model that is not configured."""
         view = self._view(request.name)
         return pb.ModelReadyResponse(ready=_ready(view, *_version_choice(request.version)))
 
-    @unary("oip.ServerMetadata")
+    @unary("ServerMetadata")
     async def ServerMetadata(self, request: Any, context: Any) -> Any:
         """Name and version; none of the protocol's optional extensions."""
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__)
 
-    @unary("oip.ModelMetadata", model_of=_named_model)
+    @unary("ModelMetadata", model_of=_named_model)
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
         """Available versions, and the serving_default signature's inputs and outputs of
         the resolved version (for a version with a bundle: the raw-feature signature
@@ -154,7 +158,7 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
         _tensors(response, sig, inputs=False)
         return response
 
-    @unary("oip.ModelInfer", model_of=_infer_model, id_of=_own_id)
+    @unary("ModelInfer", model_of=_infer_model, id_of=_own_id)
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         """Decode, run on the data plane, encode: typed contents by default, raw when the
         request came raw or asks for it (`binary_data_output`, per-output `binary_data`)."""
@@ -182,7 +186,7 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
             protocol=PROTOCOL,
         )
         self._refuse_bf16(inference, request.inputs)
-        inputs = decode_inputs(request.inputs, request.raw_input_contents)
+        inputs = decode_inputs(request.inputs, request.raw_input_contents, self.limits)
         result = await self.plane.infer(replace(inference, inputs=inputs))
         raw = (
             bool(request.raw_input_contents)
@@ -211,11 +215,6 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
             return
         sig = self.plane.resolve(inference).loaded.signature(inference.signature)
         raise bf16_refusal(names[0], sig.inputs.get(names[0]))
-
-
-def add_to_server(servicer: OipServicer, server: Any) -> None:
-    """Register the servicer on a grpc server."""
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
 
 
 class ReflectionPool:
@@ -262,4 +261,4 @@ def _default_pool() -> Any:
     return descriptor_pool.Default()
 
 
-__all__ = ["PROTOCOL", "SERVICE", "OipServicer", "ReflectionPool", "add_to_server"]
+__all__ = ["PROTOCOL", "SERVICE", "SERVICE_DESCRIPTOR", "OipServicer", "ReflectionPool"]

@@ -26,7 +26,6 @@ Errors are `{"error": "<message>"}` with the HTTP status of the error's gRPC cod
 from __future__ import annotations
 
 import functools
-import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -77,7 +76,7 @@ from gateway.transport.oip_tensors import (
     output_datatype,
     shape_of,
 )
-from gateway.transport.status import http_status
+from gateway.transport.status import http_status, retry_headers
 
 log = structlog.get_logger("gateway.rest")
 
@@ -137,7 +136,8 @@ def _handler(method: str) -> Callable[[Handler], Wrapped]:
     """Decorate `(self, request, call) -> response`: request id (bound in the log context,
     echoed as `x-request-id`), `GatewayError` kinds as HTTP statuses with the error body,
     anything unexpected a generic 500 (logged with its traceback), the request metrics
-    (method `oip_rest.<name>`, the call's model and version, the gRPC code name)."""
+    (the v2 gRPC method's name, protocol `oip_rest`, the call's model and version, the
+    gRPC code name)."""
 
     def decorate(fn: Handler) -> Wrapped:
         @functools.wraps(fn)
@@ -157,14 +157,21 @@ def _handler(method: str) -> Callable[[Handler], Wrapped]:
                     log.error("rest_internal_error", method=method, error=exc.message)
                 status = 413 if isinstance(exc, BodyTooLarge) else http_status(exc.kind)
                 response = error_response(status, exc.message)
+                response.headers.update(retry_headers(exc))
             except Exception:
                 code = "INTERNAL"
                 log.exception("rest_unexpected_error", method=method, model=call.model)
+                self.metrics.on_internal_error(PROTOCOL, method)
                 response = error_response(500, f"internal error (request id {call.request_id})")
             finally:
                 structlog.contextvars.unbind_contextvars("request_id")
                 self.metrics.observe_request(
-                    method, call.model, call.version, code, time.perf_counter() - started
+                    method,
+                    call.model,
+                    call.version,
+                    code,
+                    time.perf_counter() - started,
+                    PROTOCOL,
                 )
             response.headers[REQUEST_ID] = call.request_id
             if self.replica:
@@ -202,6 +209,16 @@ def _object(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidInput(f"{where}: expected a JSON object, got {_kind(value)}")
     return value
+
+
+def _show(value: Any, chars: int = 60) -> str:
+    """A JSON value, shortened, for a message (a value nested too deeply for `repr`, as
+    orjson reads up to 1024 levels, is named, never a RecursionError)."""
+    try:
+        text = orjson.dumps(value).decode()
+    except TypeError:  # orjson writes at most 254 levels
+        text = "<a value nested too deeply to show>"
+    return text if len(text) <= chars else text[: chars - 3] + "..."
 
 
 def _kind(value: Any) -> str:
@@ -258,7 +275,7 @@ def _json_values(alias: str, datatype: Datatype, values: list[Any]) -> list[Any]
         if type(value) not in kinds:
             raise InvalidInput(
                 f"input '{alias}': {datatype.name} data must be {what}; element {i} is "
-                f"{_kind(value)} ({str(value)[:40]})"
+                f"{_kind(value)} ({_show(value, 40)})"
             )
     if datatype.name == "BYTES":
         return [v.encode() for v in values]
@@ -323,12 +340,12 @@ class OipRest:
             return error_response(405, f"Method Not Allowed: {request.method} {path}")
         return await handler(request, model, version)
 
-    @_handler("oip_rest.server_live")
+    @_handler("ServerLive")
     async def server_live(self, request: web.BaseRequest, call: _Call) -> web.Response:
         """200 whenever the server answers."""
         return web.Response(status=200)
 
-    @_handler("oip_rest.server_ready")
+    @_handler("ServerReady")
     async def server_ready(self, request: web.BaseRequest, call: _Call) -> web.Response:
         """200 when every configured model's primary resolves to an available version,
         else 400 naming the models that do not."""
@@ -337,7 +354,7 @@ class OipRest:
             return error_response(400, f"not ready: no available version of {', '.join(waiting)}")
         return web.Response(status=200)
 
-    @_handler("oip_rest.model_ready")
+    @_handler("ModelReady")
     async def model_ready(self, request: web.BaseRequest, call: _Call) -> web.Response:
         """200 when the version (or label, or the primary) would answer, else 400; 404 for
         a model that is not configured."""
@@ -348,12 +365,12 @@ class OipRest:
             return error_response(400, f"model '{view.name}' is not ready: {what} is not available")
         return web.Response(status=200)
 
-    @_handler("oip_rest.server_metadata")
+    @_handler("ServerMetadata")
     async def server_metadata(self, request: web.BaseRequest, call: _Call) -> web.Response:
         """Name, version and the extensions served."""
         return _json({"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS})
 
-    @_handler("oip_rest.model_metadata")
+    @_handler("ModelMetadata")
     async def model_metadata(self, request: web.BaseRequest, call: _Call) -> web.Response:
         """As ModelMetadata over gRPC: available versions, platform, and the resolved
         version's serving_default inputs and outputs."""
@@ -369,7 +386,7 @@ class OipRest:
             }
         )
 
-    @_handler("oip_rest.infer")
+    @_handler("ModelInfer")
     async def infer(self, request: web.BaseRequest, call: _Call) -> web.Response:
         """Parse (JSON header and binary data), decode, run on the data plane, encode."""
         body = await self._body(request)
@@ -402,7 +419,7 @@ class OipRest:
         )
         tensors = _inputs(header.get("inputs"))
         self._refuse_bf16(inference, tensors)
-        inputs = _decode_inputs(tensors, binary)
+        inputs = _decode_inputs(tensors, binary, self.limits)
         result = await self.plane.infer(replace(inference, inputs=inputs))
         call.version = str(result.version)
         outputs: list[dict[str, Any]] = []
@@ -511,11 +528,15 @@ def _inputs(value: Any) -> list[dict[str, Any]]:
     return tensors
 
 
-def _decode_inputs(tensors: list[dict[str, Any]], binary: bytes) -> Arrays:
-    """Every input, validated before allocating: datatype, shape, element count against
-    `data` or `binary_data_size`, the binary sizes against the binary data."""
+def _decode_inputs(
+    tensors: list[dict[str, Any]], binary: bytes, limits: DecodeLimits = DEFAULT_LIMITS
+) -> Arrays:
+    """Every input, validated before allocating: datatype, shape and element count against
+    `limits` (and the request's running total), the element count against `data` or
+    `binary_data_size`, the binary sizes against the binary data."""
     out: Arrays = {}
     offset = 0
+    total = 0
     for tensor in tensors:
         alias = tensor["name"]
         if alias in out:
@@ -529,13 +550,16 @@ def _decode_inputs(tensors: list[dict[str, Any]], binary: bytes) -> Arrays:
         datatype = input_datatype(alias, _string(tensor.get("datatype"), f"{where}: datatype"))
         dims = tensor.get("shape")
         if not isinstance(dims, list) or any(type(d) is not int for d in dims):
-            raise InvalidInput(f"{where}: shape must be an array of integers, got {dims!r:.60}")
-        shape = input_shape(alias, dims)
-        count = math.prod(shape)
+            raise InvalidInput(f"{where}: shape must be an array of integers, got {_show(dims)}")
+        shape, count = input_shape(alias, dims, limits)
+        limits.request_elements(total + count, alias)
+        total += count
         size = parameters.get(BINARY_SIZE)
         if size is not None:
             if type(size) is not int or size < 0:
-                raise InvalidInput(f"{where}: {BINARY_SIZE} must be an integer >= 0, got {size!r}")
+                raise InvalidInput(
+                    f"{where}: {BINARY_SIZE} must be an integer >= 0, got {_show(size)}"
+                )
             if "data" in tensor:
                 raise InvalidInput(f"{where}: both data and {BINARY_SIZE} are given; send one")
             if offset + size > len(binary):
@@ -546,7 +570,9 @@ def _decode_inputs(tensors: list[dict[str, Any]], binary: bytes) -> Arrays:
             raw = binary[offset : offset + size]
             offset += size
             ref = _Tensor(alias, datatype.name, shape)
-            out[alias] = decode_input(ref, raw, where=f"its binary data ({BINARY_SIZE})")
+            out[alias] = decode_input(
+                ref, raw, where=f"its binary data ({BINARY_SIZE})", limits=limits
+            )
             continue
         if "data" not in tensor:
             raise InvalidInput(f"{where}: expected data, or parameters.{BINARY_SIZE}")
@@ -561,7 +587,9 @@ def _decode_inputs(tensors: list[dict[str, Any]], binary: bytes) -> Arrays:
             continue
         contents = _Contents(datatype.field, values)
         try:
-            out[alias] = decode_input(_Tensor(alias, datatype.name, shape, contents), None)
+            out[alias] = decode_input(
+                _Tensor(alias, datatype.name, shape, contents), None, limits=limits
+            )
         except OverflowError:
             raise InvalidInput(f"{where}: a value is out of range for {datatype.name}") from None
     if offset != len(binary):

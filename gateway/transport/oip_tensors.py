@@ -6,13 +6,14 @@ numpy object arrays of bytes (TensorFlow's `tf.string`). A tensor travels either
 per tensor: little-endian elements without padding; BYTES elements each a 4-byte
 little-endian length and its bytes). Every check (datatype, shape, element count against
 contents length or raw byte length) runs before an array is allocated, and raises
-`InvalidInput` naming the tensor and what was expected. Works on any message with the
-spec's field names (ours, or tritonclient's).
+`InvalidInput` naming the tensor and what was expected (`ResourceExhausted` for sizes
+over the request's `DecodeLimits`: elements of a tensor and of the request, bytes of a
+BYTES element). Works on any message with the spec's field names (ours, or
+tritonclient's).
 """
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import numpy as np
 
 from gateway.core import dtypes
 from gateway.core.errors import InvalidInput, Unimplemented
+from gateway.core.limits import DEFAULT_LIMITS, DecodeLimits
 from gateway.core.servable import Arrays, TensorSpec
 
 
@@ -124,13 +126,12 @@ def _datatype(alias: str, name: str) -> Datatype:
     return datatype
 
 
-def _shape(alias: str, dims: Sequence[int]) -> tuple[int, ...]:
+def _shape(alias: str, dims: Sequence[int], limits: DecodeLimits) -> tuple[tuple[int, ...], int]:
+    """The shape and its element count, checked (rank, negative dimensions, the element
+    limit) before anything is allocated; O(rank)."""
+    limits.rank(alias, len(dims))
     shape = tuple(int(d) for d in dims)
-    if any(d < 0 for d in shape):
-        raise InvalidInput(
-            f"input '{alias}': negative dimension in shape {list(shape)}; expected sizes >= 0"
-        )
-    return shape
+    return shape, limits.element_count(alias, shape)
 
 
 def input_datatype(alias: str, name: str) -> Datatype:
@@ -138,20 +139,27 @@ def input_datatype(alias: str, name: str) -> Datatype:
     return _datatype(alias, name)
 
 
-def input_shape(alias: str, dims: Sequence[int]) -> tuple[int, ...]:
-    """An input's shape; InvalidInput naming the input for a negative dimension."""
-    return _shape(alias, dims)
+def input_shape(
+    alias: str, dims: Sequence[int], limits: DecodeLimits = DEFAULT_LIMITS
+) -> tuple[tuple[int, ...], int]:
+    """An input's shape and element count; InvalidInput naming the input for a rank over
+    the limit or a negative dimension, ResourceExhausted over the element limit."""
+    return _shape(alias, dims, limits)
 
 
-def decode_inputs(inputs: Sequence[Any], raw: Sequence[bytes]) -> Arrays:
+def decode_inputs(
+    inputs: Sequence[Any], raw: Sequence[bytes], limits: DecodeLimits = DEFAULT_LIMITS
+) -> Arrays:
     """The named arrays of a ModelInferRequest's `inputs` (typed contents) or
-    `raw_input_contents` (one entry per input, in order)."""
+    `raw_input_contents` (one entry per input, in order); the running element total is
+    checked against `limits` before the next input is decoded."""
     if raw and len(raw) != len(inputs):
         raise InvalidInput(
             f"raw_input_contents has {len(raw)} entries for {len(inputs)} inputs; expected "
             "one per input, in the order of inputs"
         )
     out: Arrays = {}
+    total = 0
     for i, tensor in enumerate(inputs):
         alias = tensor.name
         if not alias:
@@ -164,21 +172,31 @@ def decode_inputs(inputs: Sequence[Any], raw: Sequence[bytes]) -> Arrays:
                     f"input '{alias}': shared memory is not supported; send the tensor's "
                     "contents in the request"
                 )
-        out[alias] = decode_input(tensor, raw[i] if raw else None, i)
+        array = decode_input(tensor, raw[i] if raw else None, i, limits=limits, total=total)
+        total += array.size
+        out[alias] = array
     return out
 
 
 def decode_input(
-    tensor: Any, raw: bytes | None, index: int = 0, where: str | None = None
+    tensor: Any,
+    raw: bytes | None,
+    index: int = 0,
+    where: str | None = None,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    total: int = 0,
 ) -> np.ndarray:
     """One input tensor (`raw`: its raw_input_contents entry, or None for typed contents;
-    `where` names the raw data in errors, by default `raw_input_contents[index]`)."""
+    `where` names the raw data in errors, by default `raw_input_contents[index]`), checked
+    against `limits` (shape, element count, BYTES element sizes; with `total`, the
+    elements of the request's inputs before this one, the request's total) before
+    anything is allocated."""
     alias = tensor.name
     datatype = _datatype(alias, tensor.datatype)
     dtype = datatype.dtype
     assert dtype is not None
-    shape = _shape(alias, tensor.shape)
-    count = math.prod(shape)
+    shape, count = _shape(alias, tensor.shape, limits)
+    limits.request_elements(total + count, alias)
     where = where or f"raw_input_contents[{index}]"
     if raw is not None:
         if tensor.HasField("contents"):
@@ -186,7 +204,7 @@ def decode_input(
                 f"input '{alias}': both contents and raw_input_contents are given; send one"
             )
         if datatype.name == "BYTES":
-            return _bytes_elements(alias, where, raw, shape, count)
+            return _bytes_elements(alias, where, raw, shape, count, limits)
         expected = count * dtype.itemsize
         if len(raw) != expected:
             raise InvalidInput(
@@ -219,6 +237,8 @@ def decode_input(
             f"contents.{datatype.field}, got {len(values)}{hint}"
         )
     if datatype.name == "BYTES":
+        if count:
+            limits.string_bytes(alias, max(map(len, values)))
         array = np.empty(count, dtype=object)
         array[:] = list(values)
         return array.reshape(shape)
@@ -236,9 +256,16 @@ def decode_input(
 
 
 def _bytes_elements(
-    alias: str, where: str, raw: bytes, shape: tuple[int, ...], count: int
+    alias: str,
+    where: str,
+    raw: bytes,
+    shape: tuple[int, ...],
+    count: int,
+    limits: DecodeLimits = DEFAULT_LIMITS,
 ) -> np.ndarray:
-    """Raw BYTES: `count` elements, each a 4-byte little-endian length and its bytes."""
+    """Raw BYTES: `count` elements, each a 4-byte little-endian length and its bytes
+    (each at most `limits.max_string_bytes`)."""
+    most = limits.max_string_bytes
     elements: list[bytes] = []
     offset, size = 0, len(raw)
     view = memoryview(raw)
@@ -254,6 +281,8 @@ def _bytes_elements(
             )
         (length,) = _LENGTH.unpack_from(raw, offset)
         offset += 4
+        if length > most:
+            limits.string_bytes(alias, length)
         if offset + length > size:
             raise InvalidInput(
                 f"input '{alias}': {where} element {len(elements)} declares {length} bytes, "

@@ -1,16 +1,18 @@
-"""tensorflow.serving.PredictionService: protobuf in, one data-plane call, protobuf out."""
+"""tensorflow.serving.PredictionService: protobuf in, one data-plane call, protobuf out.
+
+Classify, Regress and MultiInference answer with messages that are wire-identical to
+TF Serving's responses but carry each ClassificationResult / RegressionResult as the
+bytes `tfs_common` encodes with numpy (a `bytes` field with the result's field number):
+a response of 175k examples costs its few MiB once, not a protobuf message (and, to
+build it, a Python object) per class. gRPC serializes them like any message.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from tensorflow_serving.apis import (
-    classification_pb2,
-    inference_pb2,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-    regression_pb2,
-)
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from gateway.core.errors import InvalidInput, Unimplemented
 from gateway.core.inference import InferenceRequest, Method
@@ -19,17 +21,70 @@ from gateway.serving.dataplane import DataPlane
 from gateway.sinks.metrics import Metrics
 from gateway.transport.calls import unary
 from gateway.transport.examples import example_batch
-from gateway.transport.tensors import fill_proto, to_numpy
+from gateway.transport.tensors import fill_proto, to_numpy_inputs
 from gateway.transport.tfs_common import (
     SIGNATURE_DEF,
-    fill_classifications,
-    fill_regressions,
+    classification_result_wire,
     fill_spec,
     model_metadata,
+    regression_result_wire,
     tfs_request,
 )
 
 PROTOCOL = "tfs_grpc"
+
+_ENCODED_FILE = "gateway/internal/encoded_responses.proto"
+_ENCODED_PACKAGE = "gateway.internal"
+
+
+def _encoded_types() -> tuple[Any, Any]:
+    """The message classes of (ClassificationResponse or RegressionResponse,
+    MultiInferenceResponse) with their results as pre-encoded bytes (same field numbers
+    and wire types: a client parses them as TF Serving's)."""
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindFileByName(_ENCODED_FILE)
+    except KeyError:
+        fdp = descriptor_pb2.FileDescriptorProto(
+            name=_ENCODED_FILE,
+            package=_ENCODED_PACKAGE,
+            syntax="proto3",
+            dependency=[model_pb2.DESCRIPTOR.name],
+        )
+        optional = descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
+        repeated = descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED
+        raw = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
+        msg = descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE
+        spec = ".tensorflow.serving.ModelSpec"
+        response = fdp.message_type.add(name="EncodedResultResponse")
+        response.field.add(name="result", number=1, type=raw, label=optional)
+        response.field.add(name="model_spec", number=2, type=msg, label=optional, type_name=spec)
+        result = fdp.message_type.add(name="EncodedInferenceResult")
+        result.field.add(name="model_spec", number=1, type=msg, label=optional, type_name=spec)
+        result.field.add(name="classification_result", number=2, type=raw, label=optional)
+        result.field.add(name="regression_result", number=3, type=raw, label=optional)
+        multi = fdp.message_type.add(name="EncodedMultiInferenceResponse")
+        multi.field.add(
+            name="results",
+            number=1,
+            type=msg,
+            label=repeated,
+            type_name=f".{_ENCODED_PACKAGE}.EncodedInferenceResult",
+        )
+        pool.Add(fdp)
+
+    def cls(name: str) -> Any:
+        return message_factory.GetMessageClass(
+            pool.FindMessageTypeByName(f"{_ENCODED_PACKAGE}.{name}")
+        )
+
+    return cls("EncodedResultResponse"), cls("EncodedMultiInferenceResponse")
+
+
+EncodedResultResponse, EncodedMultiInferenceResponse = _encoded_types()
+"""Wire-compatible with ClassificationResponse / RegressionResponse (`result` = 1,
+`model_spec` = 2) and MultiInferenceResponse (`results` = 1: `model_spec` = 1,
+`classification_result` = 2, `regression_result` = 3)."""
 
 
 def request_of(
@@ -61,6 +116,9 @@ _TASK_METHODS = {
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
     """Predict, Classify, Regress and GetModelMetadata over the `DataPlane`."""
 
+    protocol = PROTOCOL
+    """The `protocol` label of its request metrics."""
+
     def __init__(
         self,
         plane: DataPlane,
@@ -78,7 +136,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     @unary("Predict")
     async def Predict(self, request: Any, context: Any) -> Any:
         """TF Serving Predict."""
-        inputs = {alias: to_numpy(alias, tensor) for alias, tensor in request.inputs.items()}
+        inputs = to_numpy_inputs(request.inputs, self.limits)
         result = await self.plane.infer(
             request_of(
                 request.model_spec,
@@ -96,25 +154,27 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     @unary("Classify")
     async def Classify(self, request: Any, context: Any) -> Any:
         """TF Serving Classify over a classify signature taking serialized tf.Example."""
-        examples = example_batch(request.input)
-        result = await self.plane.infer(
-            request_of(request.model_spec, context, Method.CLASSIFY, examples=examples)
-        )
-        response = classification_pb2.ClassificationResponse()
-        fill_spec(response.model_spec, result)
-        fill_classifications(response.result, result)
-        return response
+        return await self._answer(request, context, Method.CLASSIFY)
 
     @unary("Regress")
     async def Regress(self, request: Any, context: Any) -> Any:
         """TF Serving Regress over a regress signature taking serialized tf.Example."""
-        examples = example_batch(request.input)
-        result = await self.plane.infer(
-            request_of(request.model_spec, context, Method.REGRESS, examples=examples)
-        )
-        response = regression_pb2.RegressionResponse()
+        return await self._answer(request, context, Method.REGRESS)
+
+    async def _answer(self, request: Any, context: Any, method: Method) -> Any:
+        """A ClassificationResponse / RegressionResponse, the result encoded in one
+        buffer; every intermediate (examples, outputs) let go of as soon as possible."""
+        examples = example_batch(request.input, self.limits)
+        inference = request_of(request.model_spec, context, method, examples=examples)
+        del examples
+        result = await self.plane.infer(inference)
+        del inference
+        encode = classification_result_wire if method is Method.CLASSIFY else regression_result_wire
+        wire = encode(result, 1)
+        response = EncodedResultResponse()
         fill_spec(response.model_spec, result)
-        fill_regressions(response.result, result)
+        del result
+        response.MergeFromString(wire)
         return response
 
     @unary("MultiInference")
@@ -145,8 +205,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 raise InvalidInput(f"Duplicate evaluation of signature: {signature}")
             seen.add(signature)
             methods.append(method)
-        examples = example_batch(request.input)
-        response = inference_pb2.MultiInferenceResponse()
+        examples = example_batch(request.input, self.limits)
+        response = EncodedMultiInferenceResponse()
         version: int | None = None
         for task, method in zip(tasks, methods, strict=True):
             spec = task.model_spec
@@ -159,9 +219,12 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             out = response.results.add()
             fill_spec(out.model_spec, result)
             if method is Method.CLASSIFY:
-                fill_classifications(out.classification_result, result)
+                wire = classification_result_wire(result, 2)
             else:
-                fill_regressions(out.regression_result, result)
+                wire = regression_result_wire(result, 3)
+            del result
+            out.MergeFromString(wire)
+            del wire
         return response
 
     @unary("GetModelMetadata")
@@ -179,4 +242,10 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return model_metadata(self.plane.resolve(request_of(request.model_spec, context)).loaded)
 
 
-__all__ = ["PredictionServicer", "fill_spec", "request_of"]
+__all__ = [
+    "EncodedMultiInferenceResponse",
+    "EncodedResultResponse",
+    "PredictionServicer",
+    "fill_spec",
+    "request_of",
+]

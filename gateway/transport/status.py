@@ -40,6 +40,15 @@ HTTP_STATUS: dict[str, int] = {
 for every code, so a REST client sees what it would see from TF Serving."""
 
 
+def retry_headers(exc: Exception) -> dict[str, str]:
+    """HTTP `Retry-After` (whole seconds, at least 1) for an error that carries a retry
+    hint (`retry_after_ms`: a request shed by the in-flight limits), else nothing."""
+    retry = getattr(exc, "retry_after_ms", None)
+    if retry is None:
+        return {}
+    return {"Retry-After": str(max(1, -(-int(retry) // 1000)))}
+
+
 def http_status(kind: ErrorKind) -> int:
     """HTTP status of an error kind on the REST API."""
     return HTTP_STATUS[kind.status_name]

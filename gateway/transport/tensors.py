@@ -8,7 +8,7 @@ broadcast form) and raise `InvalidInput` naming the alias for malformed tensors.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
 from gateway.core.dtypes import dtype_code, dtype_name, numpy_dtype
 from gateway.core.errors import InvalidInput
+from gateway.core.limits import DEFAULT_LIMITS, DecodeLimits
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,35 @@ def tf_dtype_code(array: np.ndarray) -> int:
     return code
 
 
-def to_numpy(alias: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
-    """Decode one request tensor; raises `InvalidInput` naming `alias` when malformed."""
+def to_numpy(
+    alias: str, proto: tensor_pb2.TensorProto, limits: DecodeLimits = DEFAULT_LIMITS
+) -> np.ndarray:
+    """Decode one request tensor, validated against `limits` before anything is
+    allocated: `InvalidInput` naming `alias` when malformed (dtype, rank, negative
+    dimension, value count), `ResourceExhausted` over a size limit."""
+    wire, shape, count = _checked(alias, proto, limits)
+    return _decode(alias, proto, wire, shape, count, limits)
+
+
+def to_numpy_inputs(
+    protos: Mapping[str, tensor_pb2.TensorProto], limits: DecodeLimits = DEFAULT_LIMITS
+) -> dict[str, np.ndarray]:
+    """Decode a request's named tensors (`to_numpy` each); the running element total is
+    checked against `limits.max_request_elements` before the next tensor is decoded."""
+    out: dict[str, np.ndarray] = {}
+    total = 0
+    for alias, proto in protos.items():
+        wire, shape, count = _checked(alias, proto, limits)
+        total += count
+        limits.request_elements(total, alias)
+        out[alias] = _decode(alias, proto, wire, shape, count, limits)
+    return out
+
+
+def _checked(
+    alias: str, proto: tensor_pb2.TensorProto, limits: DecodeLimits
+) -> tuple[_Wire, tuple[int, ...], int]:
+    """The wire form, shape and element count of a request tensor, checked (O(rank))."""
     wire = _WIRE.get(proto.dtype)
     if wire is None:
         raise InvalidInput(
@@ -70,19 +98,27 @@ def to_numpy(alias: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
         )
     if proto.tensor_shape.unknown_rank:
         raise InvalidInput(f"input '{alias}': tensor_shape has unknown rank; expected a full shape")
-    shape = tuple(d.size for d in proto.tensor_shape.dim)
-    if any(d < 0 for d in shape):
-        raise InvalidInput(f"input '{alias}': negative dimension in tensor_shape {list(shape)}")
-    count = math.prod(shape)
+    dims = proto.tensor_shape.dim
+    limits.rank(alias, len(dims))
+    shape = tuple(d.size for d in dims)
+    return wire, shape, limits.element_count(alias, shape)
+
+
+def _decode(
+    alias: str,
+    proto: tensor_pb2.TensorProto,
+    wire: _Wire,
+    shape: tuple[int, ...],
+    count: int,
+    limits: DecodeLimits,
+) -> np.ndarray:
     if wire.dtype == np.dtype(object):
         values = proto.string_val
-        if len(values) == count:
+        if len(values) == count or (len(values) == 1 and count > 1):
+            if values:
+                limits.string_bytes(alias, max(map(len, values)))
             out = np.empty(count, dtype=object)
-            out[:] = list(values)
-            return out.reshape(shape)
-        if len(values) == 1 and count > 1:
-            out = np.empty(count, dtype=object)
-            out[:] = values[0]
+            out[:] = list(values) if len(values) == count else values[0]
             return out.reshape(shape)
         raise InvalidInput(
             f"input '{alias}': shape {list(shape)} needs {count} string values, got {len(values)}"
@@ -97,19 +133,19 @@ def to_numpy(alias: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
         return np.frombuffer(proto.tensor_content, dtype=wire.dtype).reshape(shape)
     values = getattr(proto, wire.field)
     n = len(values)
-    if proto.dtype == types_pb2.DT_HALF:
-        flat = np.asarray(values, dtype=np.uint16).view(np.float16)
-    else:
-        flat = np.asarray(values, dtype=wire.dtype)
+    if n == 1 and count > 1:  # the broadcast form: `count` is within the limit
+        return np.full(shape, _flat(proto, wire, values)[0], dtype=wire.dtype)
     if n == count:
-        return flat.reshape(shape)
-    if n == 1 and count > 1:
-        return np.full(shape, flat[0], dtype=wire.dtype)
-    if n == 0 and count == 0:
-        return flat.reshape(shape)
+        return _flat(proto, wire, values).reshape(shape)
     raise InvalidInput(
         f"input '{alias}': shape {list(shape)} needs {count} values in {wire.field}, got {n}"
     )
+
+
+def _flat(proto: tensor_pb2.TensorProto, wire: _Wire, values: Any) -> np.ndarray:
+    if proto.dtype == types_pb2.DT_HALF:
+        return np.asarray(values, dtype=np.uint16).view(np.float16)
+    return np.asarray(values, dtype=wire.dtype)
 
 
 def _shape_proto(shape: tuple[int, ...]) -> tensor_shape_pb2.TensorShapeProto:

@@ -52,7 +52,7 @@ from gateway.sinks.metrics import Metrics
 from gateway.transport import json_tensors
 from gateway.transport.calls import REPLICA, REQUEST_ID, request_id_of
 from gateway.transport.examples import example_batch
-from gateway.transport.status import http_status
+from gateway.transport.status import http_status, retry_headers
 from gateway.transport.tfs_common import (
     SIGNATURE_DEF,
     fill_classifications,
@@ -77,9 +77,9 @@ _STATUS = re.compile(
 )
 _INT64_MAX = 2**63 - 1
 _METHODS = {
-    "predict": ("rest.Predict", Method.PREDICT),
-    "classify": ("rest.Classify", Method.CLASSIFY),
-    "regress": ("rest.Regress", Method.REGRESS),
+    "predict": ("Predict", Method.PREDICT),
+    "classify": ("Classify", Method.CLASSIFY),
+    "regress": ("Regress", Method.REGRESS),
 }
 
 
@@ -90,7 +90,7 @@ class Route:
     verb: str
     """predict, classify, regress, status or metadata."""
     method: str
-    """Its metrics label, e.g. "rest.Predict"."""
+    """Its metrics label, e.g. "Predict" (with protocol `tfs_rest`)."""
     model: str
     version: int | None
     label: str | None
@@ -114,7 +114,7 @@ def route(http_method: str, path: str) -> Route:
         if not name:
             raise InvalidInput("Missing model name in request.")
         verb = "metadata" if sub == "metadata" else "status"
-        method = "rest.GetModelMetadata" if verb == "metadata" else "rest.GetModelStatus"
+        method = "GetModelMetadata" if verb == "metadata" else "GetModelStatus"
     else:
         raise malformed
     number = None
@@ -181,6 +181,7 @@ class TfsRestApi:
         found: Route | None = None
         model = version = ""
         code, status = "OK", 200
+        retry: dict[str, str] = {}
         try:
             found = route(request.method, path)
             model = found.model
@@ -190,6 +191,7 @@ class TfsRestApi:
         except GatewayError as exc:
             code, body = exc.kind.status_name, json_tensors.error_body(exc.message)
             status = 413 if isinstance(exc, BodyTooLarge) else http_status(exc.kind)
+            retry = retry_headers(exc)
             if exc.kind is ErrorKind.INTERNAL:
                 log.error(
                     "rpc_internal_error", method=_label(found), model=model, error=exc.message
@@ -198,12 +200,13 @@ class TfsRestApi:
             code, status = "INTERNAL", 500
             body = json_tensors.error_body(f"internal error (request id {rid})")
             log.exception("rpc_unexpected_error", method=_label(found), model=model)
+            self.metrics.on_internal_error(PROTOCOL, _label(found))
         finally:
             structlog.contextvars.unbind_contextvars("request_id")
             if found is not None:
                 seconds = time.perf_counter() - started
-                self.metrics.observe_request(found.method, model, version, code, seconds)
-        response = web.Response(status=status, body=body, content_type=JSON)
+                self.metrics.observe_request(found.method, model, version, code, seconds, PROTOCOL)
+        response = web.Response(status=status, body=body, content_type=JSON, headers=retry)
         response.headers[REQUEST_ID] = rid
         if self.replica:
             response.headers[REPLICA] = self.replica
@@ -228,10 +231,10 @@ class TfsRestApi:
         if method is Method.PREDICT:
             inference = self._request(found, method, headers, signature)
             sig = self.plane.resolve(inference).loaded.signature(signature)
-            inputs, fmt = json_tensors.predict_inputs(doc, sig.inputs)
+            inputs, fmt = json_tensors.predict_inputs(doc, sig.inputs, self.limits)
             result = await self.plane.infer(replace(inference, inputs=inputs))
             return json_tensors.predict_body(result.outputs, fmt), str(result.version)
-        examples = example_batch(json_tensors.examples_input(doc, found.verb))
+        examples = example_batch(json_tensors.examples_input(doc, found.verb), self.limits)
         inference = self._request(found, method, headers, signature, examples=examples)
         result = await self.plane.infer(inference)
         if method is Method.CLASSIFY:
@@ -313,12 +316,19 @@ class RestServer:
     it), `start()` begins serving, `stop()` lets in-flight requests finish."""
 
     def __init__(
-        self, api: TfsRestApi, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+        self,
+        api: TfsRestApi,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext | None = None,
+        keepalive_seconds: float = 75.0,
     ) -> None:
         self.api = api
         self.host = host
         self.port = port
         self.ssl_context = ssl_context
+        self.keepalive_seconds = keepalive_seconds
+        """A connection silent this long (new, or between requests) is closed."""
         self._sock: socket.socket | None = None
         self._server: web.Server | None = None
         self._runner: web.ServerRunner | None = None
@@ -347,7 +357,9 @@ class RestServer:
         if self._sock is None:
             self.bind()
         assert self._sock is not None
-        self._server = web.Server(self.api.handle, access_log=None)
+        self._server = web.Server(
+            self.api.handle, access_log=None, keepalive_timeout=self.keepalive_seconds
+        )
         self._runner = web.ServerRunner(self._server)
         await self._runner.setup()
         self._site = web.SockSite(self._runner, self._sock, ssl_context=self.ssl_context)

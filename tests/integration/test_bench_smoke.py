@@ -1,4 +1,5 @@
-"""`loadtest.bench` end to end in a tiny configuration: structure only, never speed."""
+"""`loadtest.bench` end to end in a tiny configuration: structure only, never speed; and
+the load generator over each of its protocols against a real gateway."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import shutil
 import pytest
 
 from loadtest.bench import (
+    EXTRA_PROTOCOLS,
     PROFILE_KEEP_MARKER,
     BenchReport,
     BenchSettings,
@@ -21,6 +23,7 @@ from loadtest.bench import (
     shadow_counters,
     summarize_profile,
 )
+from loadtest.loadgen import PROTOCOLS, REST_PROTOCOLS, LoadResult, LoadSpec, run_load
 
 TINY = BenchSettings(
     rounds=1,
@@ -41,7 +44,7 @@ TINY = BenchSettings(
 )
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 def test_tiny_bench_run_has_every_metric_and_renders(models_dir, tmp_path):
     demo = tmp_path / "models" / "demo"
     demo.mkdir(parents=True)
@@ -52,12 +55,26 @@ def test_tiny_bench_run_has_every_metric_and_renders(models_dir, tmp_path):
 
     report = run_bench(TINY, tmp_path, progress=messages.append, repository=repo)
 
+    assert TINY.protocols == EXTRA_PROTOCOLS == ("tfs_rest", "oip_grpc", "oip_rest")
+    labels = [f"gateway_{p}" for p in EXTRA_PROTOCOLS]
     for phase in ("c1", "saturation"):
-        for server in ("baseline", "gateway", "grpc_echo"):
+        for server in ("baseline", "gateway", "grpc_echo", *labels):
             (run,) = report.runs_of(phase, server)
             assert run.ok > 0, (phase, server, run)
+        for protocol, server in zip(EXTRA_PROTOCOLS, labels, strict=True):
+            (run,) = report.runs_of(phase, server)
+            assert run.protocol == protocol and run.error_count == 0, run
     rows = {row.key: row for row in build_rows(report)}
-    for key in ("c1_p50_ms", "sat_throughput_rps", "sat_p99_ms", "echo_sat_throughput_rps"):
+    protocol_rows = [
+        f"{p}_{k}" for p in EXTRA_PROTOCOLS for k in ("c1_p50_ms", "sat_throughput_rps")
+    ]
+    for key in (
+        "c1_p50_ms",
+        "sat_throughput_rps",
+        "sat_p99_ms",
+        "echo_sat_throughput_rps",
+        *protocol_rows,
+    ):
         ratio = rows[key].ratio
         assert ratio is not None and math.isfinite(ratio) and ratio > 0, rows[key]
         assert rows[key].baseline is not None and rows[key].gateway is not None
@@ -79,10 +96,65 @@ def test_tiny_bench_run_has_every_metric_and_renders(models_dir, tmp_path):
 
     text = render_table(report)
     assert "c=1 p50 latency, ms" in text and "saturation throughput" in text
+    for name in ("TF Serving REST", "v2 gRPC", "v2 REST"):
+        assert f"gateway over {name}" in text
     assert report.machine["date"] in text
     doc = json.loads(json.dumps(report.to_dict()))
     assert {r["key"] for r in doc["rows"]} == set(rows)
     assert doc["settings"]["rounds"] == 1
+    assert doc["settings"]["protocols"] == list(EXTRA_PROTOCOLS)
+    assert {r["protocol"] for r in doc["runs"]} == set(PROTOCOLS)
+
+
+@pytest.mark.timeout(180)
+def test_loadgen_drives_every_protocol_against_a_real_gateway(make_repo, gateway_factory):
+    from gateway.workers import free_port
+
+    base = make_repo("demo", {1: "keras_a"})
+    gw = gateway_factory(
+        {
+            "server": {"rest_api_port": free_port()},
+            "models": [{"name": "demo", "base_path": str(base)}],
+        }
+    )
+    targets = {
+        "grpc": f"127.0.0.1:{gw.gateway.port}",
+        "rest": f"127.0.0.1:{gw.gateway.rest_port}",
+    }
+
+    def spec(protocol: str, **kwargs) -> LoadSpec:
+        target = targets["rest" if protocol in REST_PROTOCOLS else "grpc"]
+        return LoadSpec(target=target, protocol=protocol, **kwargs)
+
+    for protocol in PROTOCOLS:
+        result = run_load(
+            spec(
+                protocol,
+                model="demo",
+                version=1,
+                concurrency=2,
+                duration=1.0,
+                metadata=(("tenant", "t1"),),
+                key_header="x-user-id",
+                keys=4,
+            )
+        )
+        assert result.sent > 0 and result.ok > 0, (protocol, result)
+        assert result.errors == {}, (protocol, result.errors)
+        doc = result.to_dict()
+        assert doc["protocol"] == doc["settings"]["protocol"] == protocol
+        assert LoadResult.from_dict(doc) == result
+
+    # an unknown model: counted under the gRPC status name, or the HTTP status for REST
+    expected = {
+        "tfs_grpc": "NOT_FOUND",
+        "oip_grpc": "NOT_FOUND",
+        "tfs_rest": "HTTP_404",
+        "oip_rest": "HTTP_404",
+    }
+    for protocol, code in expected.items():
+        result = run_load(spec(protocol, model="nope", requests=3, duration=None))
+        assert result.ok == 0 and result.errors == {code: 3}, (protocol, result.errors)
 
 
 def test_profile_summary_and_markdown_keep_the_analysis():

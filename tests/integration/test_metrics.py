@@ -34,13 +34,17 @@ def test_metrics_endpoint_has_request_latency_batch_and_load_failure_series(
         .read()
         .decode()
     )
-    assert 'gateway_requests_total{code="OK",method="Predict",model="m",version="1"} 3.0' in text
     assert (
-        'gateway_requests_total{code="INVALID_ARGUMENT",method="Predict",model="m",version=""} 1.0'
+        'gateway_requests_total{code="OK",method="Predict",model="m",protocol="tfs_grpc",version="1"} 3.0'
         in text
     )
     assert (
-        'gateway_request_latency_seconds_count{method="Predict",model="m",version="1"} 3.0' in text
+        'gateway_requests_total{code="INVALID_ARGUMENT",method="Predict",model="m",protocol="tfs_grpc",version=""} 1.0'
+        in text
+    )
+    assert (
+        'gateway_request_latency_seconds_count{method="Predict",model="m",protocol="tfs_grpc",version="1"} 3.0'
+        in text
     )
     assert 'gateway_batch_size_count{model="m",version="1"}' in text
     assert 'gateway_version_load_failures_total{model="m",version="2"} 1.0' in text

@@ -333,11 +333,29 @@ def test_reflection_and_metrics(served):
     with fails("NOT_FOUND"):
         served.client.infer("nope", [infer_input("x", X, "FP32")])
     reg = served.gateway.metrics.registry
-    labels = {"method": "oip.ModelInfer", "model": "keras", "version": "1", "code": "OK"}
+    labels = {
+        "protocol": "oip_grpc",
+        "method": "ModelInfer",
+        "model": "keras",
+        "version": "1",
+        "code": "OK",
+    }
     assert reg.get_sample_value("gateway_requests_total", labels) == 1.0
-    labels = {"method": "oip.ModelReady", "model": "keras", "version": "2", "code": "OK"}
+    labels = {
+        "protocol": "oip_grpc",
+        "method": "ModelReady",
+        "model": "keras",
+        "version": "2",
+        "code": "OK",
+    }
     assert reg.get_sample_value("gateway_requests_total", labels) == 1.0
-    labels = {"method": "oip.ModelInfer", "model": "nope", "version": "", "code": "NOT_FOUND"}
+    labels = {
+        "protocol": "oip_grpc",
+        "method": "ModelInfer",
+        "model": "nope",
+        "version": "",
+        "code": "NOT_FOUND",
+    }
     wait_until(  # an aborted call is counted just after its status is sent
         lambda: reg.get_sample_value("gateway_requests_total", labels) == 1.0,
         10,

@@ -424,12 +424,18 @@ def test_metrics(served):
     reg = served.gateway.metrics.registry
 
     def count(method, model, version, code="OK"):
-        labels = {"method": method, "model": model, "version": version, "code": code}
+        labels = {
+            "protocol": "oip_rest",
+            "method": method,
+            "model": model,
+            "version": version,
+            "code": code,
+        }
         return reg.get_sample_value("gateway_requests_total", labels)
 
-    assert count("oip_rest.infer", "keras", "1") == 2.0  # labelled by the answering version
-    assert count("oip_rest.model_ready", "keras", "2") == 1.0
-    assert count("oip_rest.infer", "nope", "", "NOT_FOUND") == 1.0
+    assert count("ModelInfer", "keras", "1") == 2.0  # labelled by the answering version
+    assert count("ModelReady", "keras", "2") == 1.0
+    assert count("ModelInfer", "nope", "", "NOT_FOUND") == 1.0
 
 
 def test_three_protocols_are_mirrored_and_logged_with_their_protocol(

@@ -145,8 +145,9 @@ def test_tensorflow_model_server_flags_serve_a_model_and_prometheus_on_the_rest_
         with urllib.request.urlopen(f"{url}/monitoring/prometheus/metrics", timeout=10) as r:
             metrics = r.read().decode()
         assert 'gateway_version_state{model="m",state="AVAILABLE",version="1"} 1.0' in metrics
-        assert 'gateway_requests_total{code="OK",method="Predict",model="m",version="1"}' in (
-            metrics
+        assert (
+            'gateway_requests_total{code="OK",method="Predict",model="m",protocol="tfs_grpc",version="1"}'
+            in (metrics)
         )
         # TF Serving's REST API on the same port, as its Docker image is probed and called
         with urllib.request.urlopen(f"{url}/v1/models/m", timeout=10) as r:

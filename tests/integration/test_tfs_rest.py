@@ -486,10 +486,10 @@ def test_request_id_and_metrics_like_grpc(served):
         .decode()
     )
     for series in (
-        'gateway_requests_total{code="OK",method="rest.Predict",model="hpt",version="1"} 2.0',
-        'gateway_requests_total{code="NOT_FOUND",method="rest.GetModelStatus",model="nope",version=""} 1.0',
-        'gateway_requests_total{code="OK",method="rest.Regress",model="hpt",version="1"} 1.0',
-        'gateway_request_latency_seconds_count{method="rest.Predict",model="hpt",version="1"} 2.0',
+        'gateway_requests_total{code="OK",method="Predict",model="hpt",protocol="tfs_rest",version="1"} 2.0',
+        'gateway_requests_total{code="NOT_FOUND",method="GetModelStatus",model="nope",protocol="tfs_rest",version=""} 1.0',
+        'gateway_requests_total{code="OK",method="Regress",model="hpt",protocol="tfs_rest",version="1"} 1.0',
+        'gateway_request_latency_seconds_count{method="Predict",model="hpt",protocol="tfs_rest",version="1"} 2.0',
     ):
         assert series in text, series
 

@@ -530,3 +530,244 @@ def test_unreachable_target_raises() -> None:
     spec = LoadSpec(target=f"127.0.0.1:{port}", requests=1, duration=None, connect_timeout=0.5)
     with pytest.raises(loadgen.LoadgenError, match="could not connect"):
         run_load(spec)
+
+
+# --------------------------------------------------------------------------------------
+# Protocols: request building, error names, a fake REST endpoint
+# --------------------------------------------------------------------------------------
+
+
+def test_protocol_setting_validates_and_round_trips() -> None:
+    assert LoadSpec().protocol == "tfs_grpc"
+    for protocol in loadgen.PROTOCOLS:
+        spec = LoadSpec(protocol=protocol)
+        spec.validate()
+        assert LoadSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    assert LoadSpec.from_dict({"protocol": "OIP_REST"}).protocol == "oip_rest"
+    with pytest.raises(ValueError, match="protocol"):
+        LoadSpec(protocol="http").validate()  # type: ignore[arg-type]
+    parser = loadgen.build_parser()
+    args = parser.parse_args(["--protocol", "tfs_rest", "--target", "127.0.0.1:8501"])
+    spec = loadgen.spec_from_args(args)
+    assert (spec.protocol, spec.target) == ("tfs_rest", "127.0.0.1:8501")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--protocol", "soap"])
+
+
+def test_scenario_file_sets_the_protocol(tmp_path: Path) -> None:
+    path = tmp_path / "rest.yaml"
+    path.write_text("name: rest\nloadgen:\n  protocol: oip_rest\n  target: 127.0.0.1:8501\n")
+    assert loadgen.load_scenario(path).load_spec().protocol == "oip_rest"
+
+
+def test_tfs_grpc_wire_request_is_the_predict_request() -> None:
+    from tensorflow_serving.apis import predict_pb2
+
+    spec = LoadSpec(model="m", label="canary", signature="sig")
+    wire = loadgen.build_wire_request(spec)
+    assert (wire.protocol, wire.path, wire.rest) == ("tfs_grpc", loadgen.TFS_PREDICT_METHOD, False)
+    assert predict_pb2.PredictRequest.FromString(wire.body) == loadgen.build_request(spec)
+
+
+def test_oip_grpc_request_has_raw_contents() -> None:
+    from gateway._proto.inference import grpc_service_pb2
+
+    spec = LoadSpec(
+        protocol="oip_grpc",
+        model="m",
+        version=3,
+        signature="sig",
+        inputs={
+            "x": InputSpec("float32", (2, 4)),
+            "i": InputSpec("int64", (3,)),
+            "b": InputSpec("bool", (5,)),
+            "s": InputSpec("string", (2, 1), values=[[b"ab"], [b"xyz"]]),
+        },
+    )
+    wire = loadgen.build_wire_request(spec)
+    assert (wire.path, wire.rest) == ("/inference.GRPCInferenceService/ModelInfer", False)
+    request = grpc_service_pb2.ModelInferRequest.FromString(wire.body)
+    assert (request.model_name, request.model_version) == ("m", "3")
+    assert request.parameters["signature_name"].string_param == "sig"
+    arrays = loadgen.make_input_arrays(spec.inputs, spec.seed)
+    tensors = {t.name: (t.datatype, list(t.shape)) for t in request.inputs}
+    assert tensors == {
+        "b": ("BOOL", [5]),
+        "i": ("INT64", [3]),
+        "s": ("BYTES", [2, 1]),
+        "x": ("FP32", [2, 4]),
+    }
+    assert not any(t.HasField("contents") for t in request.inputs)
+    raw = dict(zip((t.name for t in request.inputs), request.raw_input_contents, strict=True))
+    assert len(raw["x"]) == 2 * 4 * 4 and len(raw["i"]) == 3 * 8 and len(raw["b"]) == 5
+    np.testing.assert_array_equal(np.frombuffer(raw["x"], "<f4").reshape(2, 4), arrays["x"])
+    np.testing.assert_array_equal(np.frombuffer(raw["i"], "<i8"), arrays["i"])
+    assert raw["s"] == b"\x02\x00\x00\x00ab\x03\x00\x00\x00xyz"
+    labelled = grpc_service_pb2.ModelInferRequest.FromString(
+        loadgen.build_wire_request(LoadSpec(label="stable", protocol="oip_grpc")).body
+    )
+    assert labelled.model_version == "stable" and "signature_name" not in labelled.parameters
+
+
+def test_raw_tensor_bytes_and_datatypes() -> None:
+    assert (
+        loadgen.raw_tensor_bytes(np.array([1.0, 2.0], ">f8"))
+        == np.array([1.0, 2.0], "<f8").tobytes()
+    )
+    assert loadgen.raw_tensor_bytes(np.array([], dtype=object)) == b""
+    assert loadgen.oip_datatype(np.float64) == "FP64"
+    assert loadgen.oip_datatype(np.dtype(object)) == "BYTES"
+    with pytest.raises(ValueError, match="complex"):
+        loadgen.oip_datatype(np.complex64)
+
+
+def test_tfs_rest_body_is_columnar_json() -> None:
+    spec = LoadSpec(
+        protocol="tfs_rest",
+        model="my model",
+        version=2,
+        signature="sig",
+        inputs={
+            "x": InputSpec("float32", (2, 4)),
+            "s": InputSpec("string", (2,), values=[b"hi", b"\xff\x00"]),
+        },
+    )
+    wire = loadgen.build_wire_request(spec)
+    assert wire.rest and wire.path == "/v1/models/my%20model/versions/2:predict"
+    doc = json.loads(wire.body)
+    assert list(doc) == ["signature_name", "inputs"] and doc["signature_name"] == "sig"
+    arrays = loadgen.make_input_arrays(spec.inputs, spec.seed)
+    np.testing.assert_array_equal(np.array(doc["inputs"]["x"], np.float32), arrays["x"])
+    assert np.shape(doc["inputs"]["x"]) == (2, 4)
+    assert doc["inputs"]["s"] == ["hi", {"b64": "/wA="}]  # not UTF-8: TF Serving's b64 form
+    plain = loadgen.build_wire_request(LoadSpec(protocol="tfs_rest", label="canary"))
+    assert plain.path == "/v1/models/demo/labels/canary:predict"
+    assert list(json.loads(plain.body)) == ["inputs"]
+    assert np.shape(json.loads(plain.body)["inputs"]["x"]) == (1, 4)
+
+
+def test_oip_rest_body_is_v2_json_tensors() -> None:
+    spec = LoadSpec(
+        protocol="oip_rest",
+        signature="sig",
+        inputs={"x": InputSpec("float32", (2, 3)), "s": InputSpec("string", (1,), values=["a"])},
+    )
+    wire = loadgen.build_wire_request(spec)
+    assert wire.rest and wire.path == "/v2/models/demo/infer"
+    doc = json.loads(wire.body)
+    assert doc["parameters"] == {"signature_name": "sig"}
+    by_name = {t["name"]: t for t in doc["inputs"]}
+    x = loadgen.make_input_arrays(spec.inputs, spec.seed)["x"]
+    assert by_name["x"]["shape"] == [2, 3] and by_name["x"]["datatype"] == "FP32"
+    assert by_name["x"]["data"] == pytest.approx(x.reshape(-1).tolist())
+    assert by_name["s"] == {"name": "s", "shape": [1], "datatype": "BYTES", "data": ["a"]}
+    versioned = loadgen.build_wire_request(LoadSpec(protocol="oip_rest", version=7))
+    assert versioned.path == "/v2/models/demo/versions/7/infer"
+    assert "parameters" not in json.loads(versioned.body)
+    with pytest.raises(ValueError, match="UTF-8"):
+        loadgen.build_oip_rest_body(
+            LoadSpec(inputs={"s": InputSpec("string", (1,), values=[b"\xff"])})
+        )
+
+
+def test_http_error_names_and_rest_urls() -> None:
+    assert loadgen.http_error_code(503) == "HTTP_503"
+    assert loadgen.http_error_code(404) == "HTTP_404"
+    assert loadgen.rest_base_url("127.0.0.1:8501") == "http://127.0.0.1:8501"
+    assert loadgen.rest_base_url("http://h:1/") == "http://h:1"
+    headers = loadgen.RestCaller.native_metadata((("x-request-id", "r1"), ("x-user-id", "u")))
+    assert headers == {"Content-Type": "application/json", "x-request-id": "r1", "x-user-id": "u"}
+    assert loadgen.GrpcCaller.native_metadata((("a", "1"),)) == (("a", "1"),)
+
+
+class FakeRest:
+    """aiohttp server on 127.0.0.1:0 in its own thread: records (path, headers, body) and
+    answers 503 for every ``fail_every``-th request, 200 otherwise."""
+
+    def __init__(self, fail_every: int | None = None) -> None:
+        self.fail_every = fail_every
+        self.seen: list[tuple[str, dict[str, str], bytes]] = []
+        self.port = 0
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    async def _main(self) -> None:
+        from aiohttp import web
+
+        async def handle(request: web.Request) -> web.Response:
+            body = await request.read()
+            self.seen.append(
+                (request.path_qs, {k.lower(): v for k, v in request.headers.items()}, body)
+            )
+            if self.fail_every and len(self.seen) % self.fail_every == 0:
+                return web.json_response({"error": "busy"}, status=503)
+            return web.json_response({"outputs": [[0.5]]})
+
+        app = web.Application()
+        app.router.add_route("POST", "/{tail:.*}", handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._ready.set()
+        await self._stop.wait()
+        await runner.cleanup()
+
+    def __enter__(self) -> FakeRest:
+        self._thread.start()
+        assert self._ready.wait(30), "fake REST server did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._loop is not None and self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+
+@pytest.mark.parametrize("protocol", ["tfs_rest", "oip_rest"])
+def test_rest_modes_send_headers_and_count_http_errors(protocol: str) -> None:
+    with FakeRest(fail_every=4) as srv:
+        spec = LoadSpec(
+            target=f"127.0.0.1:{srv.port}",
+            protocol=protocol,  # type: ignore[arg-type]
+            model="m1",
+            label="canary",
+            concurrency=3,
+            requests=40,
+            duration=None,
+            metadata=(("x-request-id", "fixed"), ("tenant", "t1")),
+            key_header="x-user-id",
+            keys=5,
+        )
+        result = run_load(spec)
+    assert result.sent == 40 and result.ok == 30
+    assert result.errors == {"HTTP_503": 10} and result.latency.count == 30
+    assert result.to_dict()["protocol"] == protocol
+    wire = loadgen.build_wire_request(spec)
+    paths = {path for path, _, _ in srv.seen}
+    assert paths == {wire.path}
+    for _, headers, body in srv.seen:
+        assert body == wire.body
+        assert headers["content-type"] == "application/json"
+        assert headers["x-request-id"] == "fixed" and headers["tenant"] == "t1"
+        assert headers["x-user-id"] in {f"user-{i}" for i in range(5)}
+    assert len({h["x-user-id"] for _, h, _ in srv.seen}) > 1
+
+
+def test_rest_unreachable_target_raises() -> None:
+    from gateway.workers import free_port
+
+    spec = LoadSpec(
+        target=f"127.0.0.1:{free_port()}",
+        protocol="tfs_rest",
+        requests=1,
+        duration=None,
+        connect_timeout=0.5,
+    )
+    with pytest.raises(loadgen.LoadgenError, match="could not connect"):
+        run_load(spec)

@@ -28,6 +28,9 @@ class Metrics:
     def arm_request(self, model, arm, version, code, seconds):
         self.arms.append((arm, version, code))
 
+    def rollout_store(self, kind, up):
+        pass
+
     def rollout_decision(self, model, action, actor):
         self.decisions.append((model, action, actor))
 

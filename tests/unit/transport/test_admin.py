@@ -97,6 +97,9 @@ def _status(**overrides) -> RolloutStatus:
         gates=gates,
         waiting_for="waiting for step time 14/45 s",
         missing="candidate version 2 is not available",
+        replicas=(("gw-a", stats), ("gw-b", stats)),
+        store="redis",
+        store_up=True,
     )
     return RolloutStatus(**{**fields, **overrides})
 
@@ -109,6 +112,9 @@ def test_rollout_status_round_trips_every_field():
     assert _names(out) == _all_fields(admin_pb2.RolloutStatus) - {"error"}
     assert out.model == "demo"
     assert out.replica == "gw-a"
+    assert [r.replica for r in out.replicas] == ["gw-a", "gw-b"]
+    assert out.replicas[1].canary.requests == stats.canary.requests
+    assert (out.store, out.store_up) == ("redis", True)
     assert out.rollout_id == "demo/2/3"
     assert out.status == "paused"
     assert (out.primary_version, out.candidate_version, out.previous_primary) == (1, 2, 7)
@@ -211,6 +217,9 @@ def test_to_dict_is_each_piece_as_json():
         "gates": [g.to_dict() for g in status.gates],
         "waiting_for": status.waiting_for,
         "missing": status.missing,
+        "replicas": {"gw-a": status.stats.to_dict(), "gw-b": status.stats.to_dict()},
+        "store": "redis",
+        "store_up": True,
     }
     assert RolloutStatus.unreadable("demo", "bad").to_dict() == {"model": "demo", "error": "bad"}
 
@@ -264,7 +273,7 @@ class FakeContext:
 
 
 class FakeMetrics:
-    def observe_request(self, method, model, version, code, seconds):
+    def observe_request(self, method, model, version, code, seconds, protocol):
         pass
 
 

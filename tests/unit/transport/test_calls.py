@@ -41,11 +41,17 @@ class FakeMetrics:
     def __init__(self):
         self.observed = []
 
-    def observe_request(self, method, model, version, code, seconds):
+    def observe_request(self, method, model, version, code, seconds, protocol):
+        assert protocol == "test"
         self.observed.append((method, model, version, code))
+
+    def on_internal_error(self, protocol, method):
+        self.internal = (protocol, method)
 
 
 class Service:
+    protocol = "test"
+
     def __init__(self, fail):
         self.metrics = FakeMetrics()
         self.fail = fail
@@ -107,6 +113,7 @@ def test_an_unexpected_exception_is_internal_naming_only_the_request_id():
     code, details = context.aborted
     assert code is grpc.StatusCode.INTERNAL
     assert "secret" not in details and service.seen_id in details
+    assert service.metrics.internal == ("test", "Test")  # counted: the fuzz tests' witness
 
 
 def test_success_is_counted_ok_and_gets_a_fresh_request_id():
@@ -123,6 +130,8 @@ def test_long_messages_are_truncated():
 
 class OwnIds:
     """A protocol whose messages name their model and carry their own request id (v2)."""
+
+    protocol = "test"
 
     def __init__(self):
         self.metrics = FakeMetrics()

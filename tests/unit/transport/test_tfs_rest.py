@@ -118,7 +118,10 @@ def test_monitoring_path_and_unknown_paths(server):
     call(conn, "GET", "/v1/models/m")
     status, headers, data = call(conn, "GET", "/prom")
     assert status == 200 and headers["content-type"].startswith("text/plain")
-    assert b'gateway_requests_total{code="OK",method="rest.GetModelStatus",model="m"' in data
+    assert (
+        b'gateway_requests_total{code="OK",method="GetModelStatus",model="m",protocol="tfs_rest"'
+        in data
+    )
     status, headers, data = call(conn, "GET", "/metrics")
     assert status == 404 and "error" in json.loads(data)
     status, _, data = call(conn, "POST", "/v1/models/m:predict", b"x" * 5000)
@@ -149,10 +152,10 @@ def test_routes_follow_tf_servings_regular_expressions():
         "a.b",
         "canary",
         "regress",
-        "rest.Regress",
+        "Regress",
     )
     assert route("GET", "/v1/models/m/labels/x/metadata").verb == "metadata"
-    assert route("GET", "/v1/models/m").method == "rest.GetModelStatus"
+    assert route("GET", "/v1/models/m").method == "GetModelStatus"
 
 
 def test_with_server_tls_the_rest_port_is_https_and_mtls(tmp_path):

@@ -272,7 +272,7 @@ class RolloutDecision(_message.Message):
     def __init__(self, at: _Optional[float] = ..., action: _Optional[str] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ..., from_weight: _Optional[float] = ..., to_weight: _Optional[float] = ...) -> None: ...
 
 class RolloutStatus(_message.Message):
-    __slots__ = ("model", "rollout_id", "status", "primary_version", "candidate_version", "weight", "steps", "step_index", "step_started_at", "min_requests_per_step", "min_step_seconds", "failed_gate", "previous_primary", "primary", "canary", "gates", "history", "waiting_for", "missing", "routing_key", "replica", "error")
+    __slots__ = ("model", "rollout_id", "status", "primary_version", "candidate_version", "weight", "steps", "step_index", "step_started_at", "min_requests_per_step", "min_step_seconds", "failed_gate", "previous_primary", "primary", "canary", "gates", "history", "waiting_for", "missing", "routing_key", "replica", "error", "replicas", "store", "store_up")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -295,6 +295,9 @@ class RolloutStatus(_message.Message):
     ROUTING_KEY_FIELD_NUMBER: _ClassVar[int]
     REPLICA_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    STORE_FIELD_NUMBER: _ClassVar[int]
+    STORE_UP_FIELD_NUMBER: _ClassVar[int]
     model: str
     rollout_id: str
     status: str
@@ -317,4 +320,17 @@ class RolloutStatus(_message.Message):
     routing_key: str
     replica: str
     error: str
-    def __init__(self, model: _Optional[str] = ..., rollout_id: _Optional[str] = ..., status: _Optional[str] = ..., primary_version: _Optional[int] = ..., candidate_version: _Optional[int] = ..., weight: _Optional[float] = ..., steps: _Optional[_Iterable[float]] = ..., step_index: _Optional[int] = ..., step_started_at: _Optional[float] = ..., min_requests_per_step: _Optional[int] = ..., min_step_seconds: _Optional[float] = ..., failed_gate: _Optional[str] = ..., previous_primary: _Optional[int] = ..., primary: _Optional[_Union[ArmSummary, _Mapping]] = ..., canary: _Optional[_Union[ArmSummary, _Mapping]] = ..., gates: _Optional[_Iterable[_Union[GateStatus, _Mapping]]] = ..., history: _Optional[_Iterable[_Union[RolloutDecision, _Mapping]]] = ..., waiting_for: _Optional[str] = ..., missing: _Optional[str] = ..., routing_key: _Optional[str] = ..., replica: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    replicas: _containers.RepeatedCompositeFieldContainer[ReplicaEvidence]
+    store: str
+    store_up: bool
+    def __init__(self, model: _Optional[str] = ..., rollout_id: _Optional[str] = ..., status: _Optional[str] = ..., primary_version: _Optional[int] = ..., candidate_version: _Optional[int] = ..., weight: _Optional[float] = ..., steps: _Optional[_Iterable[float]] = ..., step_index: _Optional[int] = ..., step_started_at: _Optional[float] = ..., min_requests_per_step: _Optional[int] = ..., min_step_seconds: _Optional[float] = ..., failed_gate: _Optional[str] = ..., previous_primary: _Optional[int] = ..., primary: _Optional[_Union[ArmSummary, _Mapping]] = ..., canary: _Optional[_Union[ArmSummary, _Mapping]] = ..., gates: _Optional[_Iterable[_Union[GateStatus, _Mapping]]] = ..., history: _Optional[_Iterable[_Union[RolloutDecision, _Mapping]]] = ..., waiting_for: _Optional[str] = ..., missing: _Optional[str] = ..., routing_key: _Optional[str] = ..., replica: _Optional[str] = ..., error: _Optional[str] = ..., replicas: _Optional[_Iterable[_Union[ReplicaEvidence, _Mapping]]] = ..., store: _Optional[str] = ..., store_up: _Optional[bool] = ...) -> None: ...
+
+class ReplicaEvidence(_message.Message):
+    __slots__ = ("replica", "primary", "canary")
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    CANARY_FIELD_NUMBER: _ClassVar[int]
+    replica: str
+    primary: ArmSummary
+    canary: ArmSummary
+    def __init__(self, replica: _Optional[str] = ..., primary: _Optional[_Union[ArmSummary, _Mapping]] = ..., canary: _Optional[_Union[ArmSummary, _Mapping]] = ...) -> None: ...
