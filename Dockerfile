@@ -9,11 +9,14 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# The versions the test suite ran against (scripts/freeze_constraints.py writes the file:
+# the dependency closure of what is installed below). Installed first, in a layer of its
+# own, so a change to the source alone does not download TensorFlow again.
 COPY deploy/docker/constraints.txt ./deploy/docker/constraints.txt
+RUN pip install -r deploy/docker/constraints.txt
+COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY loadtest ./loadtest
-# The versions the test suite ran against (scripts/freeze_constraints.py writes the file).
 RUN pip install -c deploy/docker/constraints.txt ".[analysis]"
 
 FROM ${BASE_IMAGE}
@@ -34,8 +37,9 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER 10001
 WORKDIR /var/lib/gateway
 EXPOSE 8500 8501 8502
-# The gRPC health service, asked by the gateway's own CLI (no extra binary needed).
+# The gRPC health service, asked by the gateway's own CLI (no extra binary needed); sh
+# expands GATEWAY_HEALTH_TARGET, any failure is "unhealthy" (1).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
-    CMD gateway health --target "$GATEWAY_HEALTH_TARGET" || exit 1
+    CMD ["sh", "-c", "gateway health --target \"$GATEWAY_HEALTH_TARGET\" || exit 1"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/gateway-entrypoint"]

@@ -16,6 +16,10 @@ from dataclasses import dataclass
 
 from gateway.core.errors import InvalidInput, ResourceExhausted
 
+EMPTY_SHAPE_CAP = 2**48
+"""The largest product of the non-zero dimensions of an empty tensor (numpy's own bound
+is the index range divided by the item size)."""
+
 TF_MAX_RANK = 254
 """TensorFlow's own rank limit (`TensorShape::MaxDimensions`)."""
 
@@ -58,18 +62,25 @@ class DecodeLimits:
                 f"input '{alias}': negative dimension in shape {_show(shape)} (dimension "
                 f"{d}); a request tensor needs sizes >= 0"
             )
-        if 0 in shape:
-            return 0
+        empty = 0 in shape
+        # An empty tensor's other dimensions are bounded too: numpy refuses a shape whose
+        # non-zero dimensions multiply past its index range, empty or not.
+        cap = EMPTY_SHAPE_CAP if empty else self.max_tensor_elements
         count = 1
         for d in shape:
-            count *= d
-            if count > self.max_tensor_elements:
+            count *= d or 1
+            if count > cap:
+                if empty:
+                    raise ResourceExhausted(
+                        f"input '{alias}': shape {_show(shape)}: its non-zero dimensions "
+                        f"multiply past {EMPTY_SHAPE_CAP}, more than an array can index"
+                    )
                 raise ResourceExhausted(
                     f"input '{alias}': shape {_show(shape)} has more than "
                     f"{self.max_tensor_elements} elements, the limit of one tensor "
                     "(server.max_tensor_elements)"
                 )
-        return count
+        return 0 if empty else count
 
     def request_elements(self, total: int, alias: str | None = None) -> None:
         """ResourceExhausted when a request's tensors hold more than

@@ -237,7 +237,12 @@ def _session_run(
 
     @guarded
     def run(inputs: Mapping[str, np.ndarray]) -> Arrays:
-        values = session.run(fetch_list, feed_dict={feeds[k]: v for k, v in inputs.items()})
+        try:
+            values = session.run(fetch_list, feed_dict={feeds[k]: v for k, v in inputs.items()})
+        except ValueError as exc:  # the feed does not fit a placeholder: the client's input
+            # e.g. "Cannot feed value of shape () for Tensor input_example_tensor:0, which
+            # has shape (None,)"
+            raise InvalidInput(f"model rejected input: {_first_line(str(exc))}") from exc
         return {k: shared_strings(v) for k, v in zip(keys, values, strict=True)}
 
     return run

@@ -297,19 +297,25 @@ class RolloutController:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._tick_seconds)  # the tick period is the behaviour
-            for model in list(self._pending.values()):
-                async with self._lock:
-                    await self._configure_model(model, RolloutPlan.from_config(model))
-            for name in list(self._rollouts):
-                try:
-                    await self.tick(name)
-                    self._store_ok()
-                except StoreUnavailable as exc:
-                    self._store_down(exc)
-                except Unavailable:
-                    pass  # an automatic action found the store down: reported by `act`
-                except Exception:
-                    log.exception("rollout_tick_failed", model=name)
+            await self.tick_all()
+
+    async def tick_all(self) -> None:
+        """One tick of every rollout (the periodic task's body): retry restoring the ones
+        the store was down for, tick each, and report the store's reachability. Never
+        raises."""
+        for model in list(self._pending.values()):
+            async with self._lock:
+                await self._configure_model(model, RolloutPlan.from_config(model))
+        for name in list(self._rollouts):
+            try:
+                await self.tick(name)
+                self._store_ok()
+            except StoreUnavailable as exc:
+                self._store_down(exc)
+            except Unavailable:
+                pass  # an automatic action found the store down: reported by `act`
+            except Exception:
+                log.exception("rollout_tick_failed", model=name)
 
     async def tick(self, name: str) -> None:
         """One evaluation of `name`'s rollout: follow the stored state, flush this replica's
@@ -325,6 +331,12 @@ class RolloutController:
         except CorruptStateError as exc:
             log.error("rollout_state_corrupt", model=name, error=str(exc))
             return
+        if stored is None:
+            # The store lost the state (a Redis restarted without persistence, a failover
+            # to an empty replica, a deleted file): put back the one this replica holds.
+            held = r.state
+            stored = await self._store.update(name, lambda cur: held if cur is None else cur)
+            log.warning("rollout_state_restored", model=name, rollout_id=held.rollout_id)
         if stored is not None and stored != r.state:
             self._adopt(r, stored)
         state = r.state
@@ -544,7 +556,8 @@ class RolloutController:
             fresh = new.history
         for decision in fresh:
             self._log_decision(new, decision)
-        if new.step_token != r.stats.step:
+        if new.step_token != r.stats.step and new.is_active:
+            # (an ended rollout keeps the last step's statistics: the evidence it ended on)
             r.stats.reset(self._clock(), new.step_token)
         r.state = new
         r.waiting_for = ""

@@ -148,7 +148,13 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):  # type: ignore[misc]
             raise InvalidInput(
                 "action: expected START, PAUSE, RESUME, SET_WEIGHT, PROMOTE, ROLLBACK or RELEASE"
             )
-        action = admin_pb2.UpdateRolloutRequest.Action.Name(request.action).lower()
+        try:
+            action = admin_pb2.UpdateRolloutRequest.Action.Name(request.action).lower()
+        except ValueError:
+            raise InvalidInput(
+                f"action: unknown action number {request.action}; expected START, PAUSE, "
+                "RESUME, SET_WEIGHT, PROMOTE, ROLLBACK or RELEASE"
+            ) from None
         weight = request.weight if action == "set_weight" else None
         status = await controller.act(request.model, action, weight, request.reason)
         return rollout_status(status)

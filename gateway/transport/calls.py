@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
@@ -54,8 +55,13 @@ _ID_PREFIX = os.urandom(8).hex()
 _ID_COUNTER = itertools.count()
 
 
+_ID = re.compile(r"[\x21-\x7e]{1,128}")
+"""A request id we echo in metadata and headers: visible ASCII, no spaces or controls
+(gRPC refuses other metadata values; HTTP forbids control characters in headers)."""
+
+
 def _sane_id(value: Any) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= 128
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
 
 
 def request_id(context: Any, own: str = "") -> str:

@@ -110,7 +110,10 @@ def _assignments(channel: grpc.Channel, x: Any) -> dict[str, int]:
     }
 
 
-def test_sigkill_mid_rollout_resumes_the_same_step_and_keys(shadow_models, tmp_path):
+@pytest.mark.parametrize("store", ["file", "redis"])
+def test_sigkill_mid_rollout_resumes_the_same_step_and_keys(
+    shadow_models, tmp_path, store, request
+):
     certs = certificates(tmp_path / "certs")
     token = tmp_path / "token"
     token.write_text("rollout-token\n")
@@ -127,6 +130,9 @@ def test_sigkill_mid_rollout_resumes_the_same_step_and_keys(shadow_models, tmp_p
             "client_ca_file": str(certs["ca.pem"]),
         },
     )
+    if store == "redis":
+        redis_url = request.getfixturevalue("redis_server").url
+        config["rollouts"]["store"] = {"kind": "redis", "url": redis_url}
     target = f"127.0.0.1:{port}"
     tls = [
         "--target", target, "--tls-ca", str(certs["ca.pem"]),

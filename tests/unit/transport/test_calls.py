@@ -9,7 +9,7 @@ import pytest
 
 from gateway.core import errors
 from gateway.core.errors import ErrorKind, GatewayError
-from gateway.transport.calls import REQUEST_ID, current_request_id, unary
+from gateway.transport.calls import REQUEST_ID, current_request_id, request_id_of, unary
 from gateway.transport.status import STATUS, status_code
 
 
@@ -155,3 +155,15 @@ def test_a_protocol_may_name_its_model_labels_and_own_request_id():
     assert service.seen_id == "header-id"  # no own id: x-request-id as before
     asyncio.run(service.Call({"model": "m", "version": "status", "id": ""}, context))
     assert service.metrics.observed[-1] == ("v2.Call", "m", "status", "OK")  # request's labels
+
+
+@pytest.mark.parametrize("bad", ["id\n", "\t", "a\x00b", "with space", "é", "x" * 129, ""])
+def test_an_id_gRPC_or_HTTP_could_not_echo_is_replaced(bad):
+    # found by the fuzzer: a v2 `id` with control characters made gRPC core answer
+    # INTERNAL ("Invalid metadata") and aiohttp drop the connection
+    rid = request_id_of([("x-request-id", bad)], own=bad)
+    assert rid != bad and rid.isascii() and rid.isalnum()
+
+
+def test_a_visible_ascii_id_is_kept():
+    assert request_id_of([], own="req-42/a:b") == "req-42/a:b"
