@@ -6,7 +6,7 @@ import asyncio
 import os
 import socket
 import stat
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,6 +36,7 @@ from gateway.serving.checks import SkewMonitor, build_checks, mismatch_record
 from gateway.serving.dataplane import DataPlane, RolloutStatistics
 from gateway.serving.lane_summary import LaneSummary
 from gateway.serving.mirror import Mirror
+from gateway.serving.mirror.process import ShadowProcess
 from gateway.serving.runner import VersionRunner
 from gateway.sinks.metrics import Metrics
 from gateway.transport import oip_grpc, oip_rest
@@ -357,6 +358,7 @@ class Gateway:
     async def _start_models(self) -> None:
         assert self.manager is not None and self.mirror is not None
         assert self.rollouts is not None
+        await self.mirror.start()
         await self.manager.start()
         self.mirror.configure(self.config)
         await self.rollouts.configure(self.config)
@@ -369,6 +371,8 @@ class Gateway:
         for name, view in self.manager.table.items():
             status = serving if _resolves(view) else not_serving
             self._loop.create_task(self._health.set(name, status))
+        if self.mirror is not None:
+            self.mirror.on_table_change()
 
     async def wait(self) -> None:
         """Block until the server stops."""
@@ -437,12 +441,16 @@ class Gateway:
                     )
                 )
         assert self.manager is not None
+        process = None
+        if self.config.mirroring.executor == "process":
+            process = ShadowProcess(hooks=_hook_specs(self._hooks))
         return Mirror(
             self.manager,
             self.metrics,
             divergence_log,
             capture,
             on_canary=self.rollouts.on_canary_compared if self.rollouts is not None else None,
+            process=process,
         )
 
     def _canary_skew(self, model: str, version: int) -> float | None:
@@ -519,6 +527,23 @@ async def _bounded(step: str, work: Awaitable[Any], seconds: float) -> None:
         await asyncio.wait_for(work, seconds)
     except TimeoutError:
         log.error("stop_step_timeout", step=step, seconds=seconds)
+
+
+def _hook_specs(hooks: Sequence[LoadHook]) -> list[str]:
+    """The load hooks as `module:name` for the mirror process; a hook it cannot import
+    (a closure, a lambda) is left out, with a warning."""
+    specs = []
+    for hook in hooks:
+        name = getattr(hook, "__qualname__", "")
+        if not name or "<" in name:
+            log.warning(
+                "shadow_process_hook_skipped",
+                hook=repr(hook),
+                detail="the mirror process loads versions without this hook (not importable)",
+            )
+            continue
+        specs.append(f"{hook.__module__}:{name}")
+    return specs
 
 
 def _resolves(view: ModelView[VersionRunner]) -> bool:

@@ -602,6 +602,11 @@ class MirroringConfig(_Strict):
     linger_ms: Annotated[float, Field(ge=0, le=10_000)] = 10.0
     """How long a lane worker lets mirrored requests gather before it runs them."""
     breaker: BreakerConfig = BreakerConfig()
+    executor: Literal["in_process", "process"] = "in_process"
+    """Where mirrored model calls run: this process's model-call threads, or a separate
+    process per gateway process at idle priority (`SCHED_IDLE`, else nice 19) that loads
+    the mirrored models' versions again (more memory: a TensorFlow runtime and a copy of
+    each version) and costs the primary only the CPU it leaves idle."""
 
 
 class TfServingConfig(_Strict):

@@ -19,6 +19,7 @@ from gateway.serving.checks import checked_inputs, mismatch_record
 from gateway.serving.dataplane import example_alias
 from gateway.serving.mirror.lanes import Lane
 from gateway.serving.mirror.outcomes import GroupCall, Mismatches, orient
+from gateway.serving.mirror.process import ShadowProcess
 from gateway.serving.mirror.task import CANARY, MirrorTask, concat, rows_of
 from gateway.serving.runner import VersionRunner
 
@@ -30,10 +31,14 @@ class GroupExecutor:
         self,
         table: VersionTable[VersionRunner],
         rules: Mapping[str, Mapping[str, OutputRule]],
+        process: ShadowProcess | None = None,
     ) -> None:
         self._table = table
         self._rules = rules
         """Per model: the divergence rule of each output alias."""
+        self.process = process
+        """Where the model calls run: the idle-priority mirror process, or (None) this
+        process's model-call threads."""
 
     async def execute(self, lane: Lane, tasks: list[MirrorTask]) -> GroupCall:
         """One call of the other version for all `tasks` (same model, signature, input
@@ -55,9 +60,16 @@ class GroupExecutor:
             sig = runner.loaded.signature(first.signature)
             merged = _inputs(runner, sig, tasks, mismatches)
             rows = sig.validate(merged)
-            outputs = await asyncio.wait_for(
-                runner.run(sig, merged, rows, background=True), lane.timeout_s
-            )
+            process = self.process
+            if process is not None:
+                if runner.skew is not None and sig.prepare is not None:
+                    runner.skew.add(merged)  # what the runner's model call would feed
+                call = process.run(
+                    runner.loaded.model, version, runner.loaded.path, sig.name, merged
+                )
+            else:
+                call = runner.run(sig, merged, rows, background=True)
+            outputs = await asyncio.wait_for(call, lane.timeout_s)
         except TimeoutError:
             code, message = "DEADLINE_EXCEEDED", f"no answer within {lane.timeout_s * 1e3:.0f} ms"
         except GatewayError as exc:

@@ -20,6 +20,7 @@ from gateway.serving.lane_summary import LaneSummary
 from gateway.serving.mirror.executor import GroupExecutor
 from gateway.serving.mirror.lanes import Lane, lanes_of
 from gateway.serving.mirror.outcomes import OutcomeBuilder
+from gateway.serving.mirror.process import ShadowProcess
 from gateway.serving.mirror.recorders import (
     CanaryCallback,
     CanaryGateRecorder,
@@ -54,6 +55,7 @@ class Mirror:
         rng: random.Random | None = None,
         on_canary: CanaryCallback | None = None,
         recorders: Iterable[Recorder] = (),
+        process: ShadowProcess | None = None,
     ) -> None:
         self._manager = manager
         self._metrics = metrics
@@ -71,7 +73,9 @@ class Mirror:
         self._recorders = RecorderChain(self._default_recorders(on_canary))
         for recorder in recorders:
             self._recorders.append(recorder)
-        self._executor = GroupExecutor(manager, self._rules)
+        self._executor = GroupExecutor(manager, self._rules, process)
+        self.process = process
+        """The idle-priority mirror process (`mirroring.executor: process`), or None."""
         self._outcomes = OutcomeBuilder(self.noise)
 
     @property
@@ -137,6 +141,24 @@ class Mirror:
         for worker in lane.workers:
             worker.cancel()
 
+    async def start(self) -> None:
+        """Start the mirror process, when there is one (call on the event loop)."""
+        if self.process is not None:
+            await self.process.start()
+
+    def on_table_change(self) -> None:
+        """The serving table changed: the mirror process keeps loaded exactly the
+        available versions of the models that have lanes."""
+        if self.process is None:
+            return
+        wanted = {}
+        for model in self._lanes:
+            view = self._manager.table.get(model)
+            if view is not None:
+                for version, runner in view.versions.items():
+                    wanted[(model, version)] = runner.loaded.path
+        self.process.retain(wanted)
+
     async def close(self) -> None:
         """Stop every worker (queued mirrored work is abandoned) and flush the sinks."""
         tasks = [w for lanes in self._lanes.values() for lane in lanes for w in lane.workers]
@@ -146,6 +168,8 @@ class Mirror:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._flush_drops()
+        if self.process is not None:
+            await self.process.close()
         if self._log is not None:
             await asyncio.to_thread(self._log.close)
         for writer in self._capture.values():
