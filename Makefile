@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv sysdeps test lint unit demo bench fuzz proto clean
+.PHONY: venv sysdeps test image-test lint unit demo bench fuzz proto clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,9 +21,9 @@ lint: $(STAMP)
 
 # System packages some tests drive for real (headless Chromium for the HTML
 # report, nginx as a gRPC load balancer, redis-server for the redis rollout
-# store). Installed with apt-get when running as root (CI, developer machines);
+# store, podman/runc/mmdebstrap to build and run the container image). Installed with apt-get when running as root (CI, developer machines);
 # elsewhere those tests skip with a message.
-SYSPKGS := chromium nginx openssl redis-server
+SYSPKGS := chromium nginx openssl redis-server podman runc mmdebstrap
 sysdeps:
 	@missing=""; for p in $(SYSPKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -35,7 +35,12 @@ sysdeps:
 	fi
 
 test: lint sysdeps
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not image"
+
+# The container image built from the Dockerfile and run (podman or docker; skips, saying
+# why, where no engine can run a container). CI runs it after `make test`.
+image-test: $(STAMP) sysdeps
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m image
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit

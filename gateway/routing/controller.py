@@ -331,11 +331,16 @@ class RolloutController:
         except CorruptStateError as exc:
             log.error("rollout_state_corrupt", model=name, error=str(exc))
             return
-        if stored is None:
+        if stored is None or _behind(stored, r.state):
             # The store lost the state (a Redis restarted without persistence, a failover
-            # to an empty replica, a deleted file): put back the one this replica holds.
+            # to an empty replica, a deleted file), or another replica put back an older
+            # one after such a loss: put back the newest this replica holds.
             held = r.state
-            stored = await self._store.update(name, lambda cur: held if cur is None else cur)
+
+            def restore(current: RolloutState | None) -> RolloutState | None:
+                return held if current is None or _behind(current, held) else current
+
+            stored = await self._store.update(name, restore)
             log.warning("rollout_state_restored", model=name, rollout_id=held.rollout_id)
         if stored is not None and stored != r.state:
             self._adopt(r, stored)
@@ -608,6 +613,12 @@ class RolloutController:
         if isinstance(model.primary, str):
             self._manager.set_label(name, model.primary, None)
         self._manager.set_primary(name, None)
+
+
+def _behind(stored: RolloutState, held: RolloutState) -> bool:
+    """`stored` is an older state of the rollout `held` is in: a rollout's history only
+    grows, so a store showing fewer decisions than a replica adopted has lost data."""
+    return stored.rollout_id == held.rollout_id and len(stored.history) < len(held.history)
 
 
 async def open_store(config: RolloutsConfig) -> StateStore:

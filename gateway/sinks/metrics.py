@@ -19,6 +19,11 @@ LATENCY_BUCKETS = (
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
+UNKNOWN_MODEL = "(unknown)"
+"""The `model` label of requests naming a model this gateway never served."""
+UNEXPECTED_FEATURE = "(unexpected)"
+"""The `feature` label of mismatches on features a version was not trained on."""
+
 ROLLOUT_STATUSES = ("pending", "running", "paused", "promoted", "rolled_back")
 """The `status` label values of `gateway_rollout_status` (`routing.rollout.Status`)."""
 
@@ -207,6 +212,9 @@ class Metrics:
         )
         self._server: Any = None
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._known_models: set[str] = set()
+        self._known: set[tuple[str, str]] = set()
+        """(model, version label) pairs the serving table has had (from `on_state`)."""
 
     def child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, cached: the request path does one dict lookup
@@ -282,16 +290,27 @@ class Metrics:
         )
 
     def on_mismatches(self, model: str, version: int, mismatches: Any) -> None:
-        """Count a request's feature-check mismatches."""
+        """Count a request's feature-check mismatches (a feature the version was not
+        trained on is labelled `(unexpected)`: its name is the client's choice)."""
         for m in mismatches:
-            self.feature_mismatches.labels(
-                model, str(version), m.feature, str(m.kind), str(m.action)
+            kind = str(m.kind)
+            feature = UNEXPECTED_FEATURE if kind == "unexpected_feature" else m.feature
+            self.child(
+                self.feature_mismatches, model, str(version), feature, kind, str(m.action)
             ).inc()
 
     def observe_request(
         self, method: str, model: str, version: str, code: str, seconds: float, protocol: str
     ) -> None:
-        """Record one finished request."""
+        """Record one finished request. The labels a client chose are bounded: a model
+        this gateway has never had a version of is labelled `(unknown)`, a version it
+        never had is labelled ""; otherwise every random name a client (or a fuzzer)
+        sends would be a new time series held forever."""
+        if (model, version) not in self._known:
+            if model not in self._known_models:
+                model, version = (UNKNOWN_MODEL if model else ""), ""
+            else:
+                version = ""
         self.child(self.latency, protocol, method, model, version).observe(seconds)
         self.child(self.requests, protocol, method, model, version, code).inc()
 
@@ -325,7 +344,11 @@ class Metrics:
         return observe
 
     def on_state(self, status: VersionStatus) -> None:
-        """Monitor listener: keep the state gauge current."""
+        """Monitor listener: keep the state gauge current (and learn the model and
+        version names the request metrics may carry)."""
+        self._known_models.add(status.model)
+        self._known.add((status.model, str(status.version)))
+        self._known.add((status.model, ""))
         for state in VersionState:
             self.version_state.labels(status.model, str(status.version), state.value).set(
                 1.0 if state is status.state else 0.0

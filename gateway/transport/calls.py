@@ -114,8 +114,7 @@ def unary(
             started = time.perf_counter()
             model, version = model_of(request)
             code = grpc.StatusCode.OK
-            structlog.contextvars.bind_contextvars(request_id=rid)
-            CURRENT_REQUEST_ID.set(rid)
+            bound = CURRENT_REQUEST_ID.set(rid)
             try:
                 response = await fn(self, request, context)
                 if model:  # the answering version, when the response names one
@@ -141,7 +140,7 @@ def unary(
                     code, f"internal error (request id {rid})", trailing_metadata=trailing
                 )
             finally:
-                structlog.contextvars.unbind_contextvars("request_id")
+                CURRENT_REQUEST_ID.reset(bound)
                 self.metrics.observe_request(
                     method, model, version, code.name, time.perf_counter() - started, self.protocol
                 )

@@ -145,8 +145,7 @@ def _handler(method: str) -> Callable[[Handler], Wrapped]:
             self: OipRest, request: web.BaseRequest, model: str, version: str
         ) -> web.Response:
             call = _Call(request_id_of(_headers(request).items()), model, version)
-            structlog.contextvars.bind_contextvars(request_id=call.request_id)
-            CURRENT_REQUEST_ID.set(call.request_id)
+            bound = CURRENT_REQUEST_ID.set(call.request_id)
             started = time.perf_counter()
             code = "OK"
             try:
@@ -164,7 +163,7 @@ def _handler(method: str) -> Callable[[Handler], Wrapped]:
                 self.metrics.on_internal_error(PROTOCOL, method)
                 response = error_response(500, f"internal error (request id {call.request_id})")
             finally:
-                structlog.contextvars.unbind_contextvars("request_id")
+                CURRENT_REQUEST_ID.reset(bound)
                 self.metrics.observe_request(
                     method,
                     call.model,
@@ -396,7 +395,6 @@ class OipRest:
             raise InvalidInput(f"id: expected a string, got {_kind(own)}")
         if own:  # the request's own id wins over x-request-id (when it is a sane token)
             call.request_id = request_id_of(((REQUEST_ID, call.request_id),), own)
-            structlog.contextvars.bind_contextvars(request_id=call.request_id)
             CURRENT_REQUEST_ID.set(call.request_id)
         parameters = _parameters(header.get("parameters"), "request")
         signature = parameters.get(SIGNATURE_PARAMETER, "")

@@ -175,8 +175,7 @@ class TfsRestApi:
     async def _api(self, request: web.BaseRequest, path: str) -> web.StreamResponse:
         headers = {k.lower(): v for k, v in request.headers.items()}
         rid = request_id_of(headers.items())
-        structlog.contextvars.bind_contextvars(request_id=rid)
-        CURRENT_REQUEST_ID.set(rid)
+        bound = CURRENT_REQUEST_ID.set(rid)
         started = time.perf_counter()
         found: Route | None = None
         model = version = ""
@@ -202,7 +201,7 @@ class TfsRestApi:
             log.exception("rpc_unexpected_error", method=_label(found), model=model)
             self.metrics.on_internal_error(PROTOCOL, _label(found))
         finally:
-            structlog.contextvars.unbind_contextvars("request_id")
+            CURRENT_REQUEST_ID.reset(bound)
             if found is not None:
                 seconds = time.perf_counter() - started
                 self.metrics.observe_request(found.method, model, version, code, seconds, PROTOCOL)

@@ -1,12 +1,16 @@
 """`loadtest.bench` end to end in a tiny configuration: structure only, never speed; and
-the load generator over each of its protocols against a real gateway."""
+the load generator over each of its protocols against a real gateway. The tiny run has
+no peers (nothing is downloaded); the peer test is slow and runs only where `make bench`
+already made the peers' virtualenvs."""
 
 from __future__ import annotations
 
 import json
 import math
 import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from loadtest.bench import (
@@ -41,6 +45,7 @@ TINY = BenchSettings(
     memory_warm_s=0.3,
     floor_seconds=0.2,
     startup_timeout_s=90.0,
+    peers=(),  # the peers' venvs are never made here (see test_peers_serve_the_model)
 )
 
 
@@ -94,8 +99,10 @@ def test_tiny_bench_run_has_every_metric_and_renders(models_dir, tmp_path):
     assert report.floor is not None and report.floor.batch1_us_per_call > 0
     assert report.floor.batch64_us_per_row > 0
 
+    assert report.peers == [] and not any(k.startswith(("mlserver", "kserve")) for k in rows)
     text = render_table(report)
     assert "c=1 p50 latency, ms" in text and "saturation throughput" in text
+    assert "gRPC echo (ceiling)" in text  # the comparison table
     for name in ("TF Serving REST", "v2 gRPC", "v2 REST"):
         assert f"gateway over {name}" in text
     assert report.machine["date"] in text
@@ -203,3 +210,86 @@ def test_shadow_counters_from_metrics_text():
     )
     counters = shadow_counters(parse_metrics(text))
     assert counters == {"gateway_shadow_dropped_total": 5.0}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("name", ["mlserver", "kserve"])
+def test_peers_serve_the_model_over_v2_grpc(name, models_dir, tmp_path):
+    """Each peer, from the venv `make bench` made (skipped when there is none: this test
+    never installs anything), answers the load generator's v2 ModelInfer with what the
+    SavedModel computes in process, and stops with its workers."""
+    import grpc
+    import tensorflow as tf
+
+    from gateway._proto.inference import grpc_service_pb2
+    from loadtest import peers
+    from loadtest.bench import PeerServer, start_peer
+    from loadtest.loadgen import (
+        OIP_INFER_METHOD,
+        build_oip_request,
+        make_input_arrays,
+    )
+
+    peer = peers.PEERS[name]
+    venv = peers.venv_dir(peers.default_cache(), peer)
+    if not (venv / peers.MARKER_NAME).exists():
+        pytest.skip(f"no {peer.title} venv at {venv} (made by `make bench`)")
+    env = peers.ensure_venv(peer)
+    assert env.reused
+    model_dir = models_dir / "keras_a"
+    server, launch = start_peer(env, model_dir, tmp_path)
+    assert isinstance(server, PeerServer)
+    spec = LoadSpec(model="demo")
+    request = build_oip_request(spec)
+    try:
+        peers.wait_oip_ready(
+            server.proc,
+            launch.target,
+            request.SerializeToString(),
+            180,
+            Path(server.stderr_file),
+            name,
+        )
+        with grpc.insecure_channel(launch.target) as channel:
+            call = channel.unary_unary(
+                OIP_INFER_METHOD,
+                request_serializer=grpc_service_pb2.ModelInferRequest.SerializeToString,
+                response_deserializer=grpc_service_pb2.ModelInferResponse.FromString,
+            )
+            response = call(request, timeout=10)
+        (out,) = response.outputs
+        assert out.datatype == "FP32" and list(out.shape) == [1, 3]
+        if response.raw_output_contents:
+            got = np.frombuffer(response.raw_output_contents[0], dtype="<f4").reshape(1, 3)
+        else:
+            got = np.asarray(out.contents.fp32_contents, dtype=np.float32).reshape(1, 3)
+        x = make_input_arrays(spec.inputs, spec.seed)["x"]
+        fn = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
+        want = next(iter(fn(x=tf.constant(x)).values())).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+        result = run_load(
+            LoadSpec(
+                target=launch.target,
+                model="demo",
+                protocol="oip_grpc",
+                concurrency=4,
+                duration=1.0,
+                channels=2,
+            )
+        )
+        assert result.ok > 0 and result.errors == {}, result.errors
+        pids = server.serving_pids()
+    finally:
+        server.stop()
+    assert server.proc.returncode is not None
+    assert not [pid for pid in pids if _running(pid)], pids
+
+
+def _running(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "(zombie)" not in status

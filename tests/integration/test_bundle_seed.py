@@ -12,6 +12,7 @@ import pytest
 from tensorflow_serving.apis import get_model_metadata_pb2, prediction_service_pb2_grpc
 
 from gateway.core.states import VersionState
+from gateway.sinks.logging import add_request_id
 from tests.support import outputs_of, predict_request
 
 
@@ -50,9 +51,8 @@ def test_out_of_range_is_logged_then_rejected_when_configured(seed_bundle, gatew
 
     gw = gateway_factory({"models": [{"name": "fraud", "base_path": str(seed_bundle["with"])}]})
     stub = prediction_service_pb2_grpc.PredictionServiceStub(gw.channel)
-    import structlog
 
-    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+    with capture_logs(processors=[add_request_id]) as logs:
         resp, call = stub.Predict.with_call(
             predict_request("fraud", {"x": np.array([[400.0]], np.float32)})
         )
@@ -96,7 +96,6 @@ def test_out_of_range_is_logged_then_rejected_when_configured(seed_bundle, gatew
 def test_sensitive_feature_values_never_reach_logs_errors_or_metrics(seed_bundle, gateway_factory):
     import json
 
-    import structlog
     from structlog.testing import capture_logs
 
     secret = 31337.5  # exact in float32; its digits must appear nowhere below
@@ -112,7 +111,7 @@ def test_sensitive_feature_values_never_reach_logs_errors_or_metrics(seed_bundle
         }
     )
     stub = prediction_service_pb2_grpc.PredictionServiceStub(gw.channel)
-    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+    with capture_logs(processors=[add_request_id]) as logs:
         stub.Predict(predict_request("fraud", {"x": np.array([[secret]], np.float32)}))
     (record,) = [r for r in logs if r["event"] == "feature_mismatch"]
     kinds = {m["kind"] for m in record["mismatches"]}

@@ -37,7 +37,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from gateway.samples import build_half_plus_two_tf2
 from tests.support import predict_request, wait_serving
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
+pytestmark = [pytest.mark.slow, pytest.mark.image, pytest.mark.timeout(3600)]
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "localhost/tf-gateway:pytest"

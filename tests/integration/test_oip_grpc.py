@@ -352,7 +352,7 @@ def test_reflection_and_metrics(served):
     labels = {
         "protocol": "oip_grpc",
         "method": "ModelInfer",
-        "model": "nope",
+        "model": "(unknown)",
         "version": "",
         "code": "NOT_FOUND",
     }

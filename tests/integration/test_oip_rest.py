@@ -435,7 +435,7 @@ def test_metrics(served):
 
     assert count("ModelInfer", "keras", "1") == 2.0  # labelled by the answering version
     assert count("ModelReady", "keras", "2") == 1.0
-    assert count("ModelInfer", "nope", "", "NOT_FOUND") == 1.0
+    assert count("ModelInfer", "(unknown)", "", "NOT_FOUND") == 1.0
 
 
 def test_three_protocols_are_mirrored_and_logged_with_their_protocol(

@@ -487,7 +487,7 @@ def test_request_id_and_metrics_like_grpc(served):
     )
     for series in (
         'gateway_requests_total{code="OK",method="Predict",model="hpt",protocol="tfs_rest",version="1"} 2.0',
-        'gateway_requests_total{code="NOT_FOUND",method="GetModelStatus",model="nope",protocol="tfs_rest",version=""} 1.0',
+        'gateway_requests_total{code="NOT_FOUND",method="GetModelStatus",model="(unknown)",protocol="tfs_rest",version=""} 1.0',
         'gateway_requests_total{code="OK",method="Regress",model="hpt",protocol="tfs_rest",version="1"} 1.0',
         'gateway_request_latency_seconds_count{method="Predict",model="hpt",protocol="tfs_rest",version="1"} 2.0',
     ):

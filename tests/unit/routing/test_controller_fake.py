@@ -325,3 +325,27 @@ def test_an_unreachable_store_holds_the_rollout_and_it_resumes(tmp_path):
         assert (tmp_path / "state" / "m.rollout.json").exists()
 
     asyncio.run(main())
+
+
+def test_after_the_store_lost_its_data_the_newest_state_a_replica_holds_wins(tmp_path):
+    # found in the fleet test: Redis restarted empty right after a start that only one
+    # replica had seen; the others put back PENDING first, which must not win
+    from gateway.routing.file_store import FileStateStore
+
+    shared = FileStateStore(tmp_path / "state")
+    config, a, _, _, now = replica(tmp_path, "a", shared, auto_start=False)
+    _, b, _, _, _ = replica(tmp_path, "b", shared, now, auto_start=False)
+
+    async def main():
+        await a.configure(config)
+        await b.configure(config)
+        await a.act("m", "start")  # b has not ticked since: it still holds PENDING
+        (tmp_path / "state" / "m.rollout.json").unlink()  # the store lost everything
+        await b.tick("m")  # b puts back what it holds: PENDING
+        assert (await shared.load("m")).status.value == "pending"
+        await a.tick("m")  # a holds a newer state of the same rollout: it wins
+        assert (await shared.load("m")).status.value == "running"
+        await b.tick("m")
+        assert b.status("m").state.status.value == "running"
+
+    asyncio.run(main())

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from gateway.core.errors import ErrorKind
+from gateway.core.states import VersionState, VersionStatus
 from gateway.serving.dataplane import DataPlane
 from gateway.sinks.metrics import Metrics
 from gateway.testing import StaticTable, numpy_version
@@ -52,6 +53,8 @@ def serving(ssl_context: ssl.SSLContext | None = None) -> Iterator[tuple[Any, ..
     seen = Seen()
     plane = DataPlane(table, router=seen, hooks=[seen])
     metrics = Metrics()
+    for version in (1, 2):  # what the lifecycle monitor tells a gateway's metrics
+        metrics.on_state(VersionStatus("m", version, VersionState.AVAILABLE))
     api = TfsRestApi(plane, table, metrics, 4096, replica="r-1", prometheus_path="/prom")
     rest = RestServer(api, "127.0.0.1", 0, ssl_context)
     port = rest.bind()
