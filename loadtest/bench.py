@@ -1,7 +1,7 @@
 """Side-by-side benchmark: the gateway against the naive baseline server, in one invocation.
 
 ``python -m loadtest.bench [--quick] [--rounds N] [--workers N] [--json FILE] [--profile FILE]
-[--protocols tfs_rest,oip_grpc,oip_rest]``
+[--protocols tfs_rest,oip_grpc,oip_rest] [--peers mlserver,kserve] [--peer-cache DIR]``
 
 1. builds a model repository in a temporary directory: ``models/demo/{1,2}`` (the same small
    Keras classifier, two seeds) and ``models_mem/demo/{1,2,3}`` for the memory comparison;
@@ -15,13 +15,19 @@
    closed loop at concurrency 1 (p50), closed loop at saturation (64 clients over 2
    generator processes: throughput, p99, server CPU per request), the same two phases
    against the gateway over its other protocols (``--protocols``: TF Serving REST, v2 gRPC,
-   v2 REST; compared with the baseline over TF Serving gRPC), the shadow cost
+   v2 REST; compared with the baseline over TF Serving gRPC), the same two phases against
+   the peers (``--peers``: MLServer and KServe's Python model server serving the same
+   SavedModel, each from its own virtualenv made by ``loadtest.peers``, driven over their
+   v2 gRPC endpoint; a peer that cannot be installed or started is reported as
+   unavailable and the run goes on; the peers are stopped after these phases), the shadow cost
    (open loop at 50 % of the gateway's saturation throughput, shadow off vs on), resident
    memory (VmRSS summed over the gateway's worker processes) with one and three loaded
    versions, and the in-process floor (the SavedModel signature called directly, batch 1
    and batch 64);
 4. prints a rich table (metric, baseline or reference, gateway, ratio, target, met) with
-   the machine and the date; ``--json FILE`` writes every number;
+   the machine and the date, then a comparison table (c=1 p50/p99, saturation throughput
+   and p99 for the baseline, the gateway, each peer and the echo ceiling); ``--json FILE``
+   writes every number;
 5. ``--profile FILE`` adds a saturation phase with ``py-spy record`` attached to every
    gateway worker and writes a Markdown summary of the top frames by self time.
 
@@ -63,6 +69,7 @@ from typing import IO, Any, cast
 
 import yaml
 
+from loadtest import peers as peerlib
 from loadtest.loadgen import (
     REST_PROTOCOLS,
     LoadgenError,
@@ -77,13 +84,17 @@ __all__ = [
     "PROTOCOL_NAMES",
     "BenchReport",
     "BenchSettings",
+    "ComparisonRow",
     "FloorResult",
     "GatewayRejected",
     "MemorySample",
+    "PeerServer",
+    "PeerStatus",
     "PhaseRun",
     "Repository",
     "Row",
     "ServerProcess",
+    "build_comparison",
     "build_parser",
     "build_repository",
     "build_rows",
@@ -135,7 +146,8 @@ def _log_stderr(message: str) -> None:
 
 @dataclass(frozen=True)
 class BenchSettings:
-    """Phase lengths and sizes. ``default()`` runs in about 8 minutes, ``quick()`` in 2-3."""
+    """Phase lengths and sizes. ``default()`` runs in about 10 minutes (with the peers),
+    ``quick()`` in 2-3."""
 
     rounds: int = 2
     workers: int = 2
@@ -157,11 +169,16 @@ class BenchSettings:
     protocols: tuple[str, ...] = EXTRA_PROTOCOLS
     """The gateway's other protocols measured at c=1 and saturation (each run labelled
     ``gateway_<protocol>``) next to TF Serving gRPC; the baseline is always gRPC."""
+    peers: tuple[str, ...] = ()
+    """Peer servers (``loadtest.peers.PEER_NAMES``) measured at c=1 and saturation over v2
+    gRPC (runs labelled with the peer's name); ``default()`` and ``quick()`` run them all."""
+    peer_cache: str = ""
+    """Where the peers' virtualenvs live ('' = ``loadtest.peers.default_cache()``)."""
 
     @classmethod
     def default(cls, workers: int = 2, rounds: int = 2) -> BenchSettings:
         """The settings of ``make bench``."""
-        return cls(workers=workers, rounds=rounds)
+        return cls(workers=workers, rounds=rounds, peers=peerlib.PEER_NAMES)
 
     @classmethod
     def quick(cls, workers: int = 2, rounds: int = 1) -> BenchSettings:
@@ -175,6 +192,7 @@ class BenchSettings:
             shadow_duration_s=4.0,
             memory_warm_s=1.0,
             floor_seconds=0.5,
+            peers=peerlib.PEER_NAMES,
         )
 
 
@@ -254,6 +272,44 @@ class Row:
     note: str = ""
 
 
+@dataclass(frozen=True)
+class PeerStatus:
+    """What happened to one peer server: ``status`` is ``measured`` or
+    ``unavailable: <reason>``."""
+
+    name: str
+    title: str
+    status: str
+    version: str = ""
+    install_s: float | None = None  # the pip install's wall time when its venv was made
+    reused_venv: bool = False
+    ready_s: float | None = None  # start-up until its first ModelInfer answered
+    setup: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def available(self) -> bool:
+        """True when the peer was measured."""
+        return self.status == "measured"
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    """One server in the comparison table (medians over the rounds)."""
+
+    key: str  # the runs' server label
+    server: str
+    protocol: str
+    c1_p50_ms: float | None
+    c1_p99_ms: float | None
+    sat_throughput_rps: float | None
+    sat_p99_ms: float | None
+    throughput_ratio: float | None  # saturation throughput / the baseline's
+    cpu_us_per_request: float | None
+    rss_mib: float | None
+    note: str = ""
+
+
 @dataclass
 class BenchReport:
     """Everything one benchmark run measured (``to_dict`` is the ``--json`` document)."""
@@ -266,6 +322,7 @@ class BenchReport:
     shadow_status: str = "not run"
     shadow_rate_rps: float | None = None
     profile: dict[str, Any] | None = None
+    peers: list[PeerStatus] = field(default_factory=list)
     elapsed_s: float = 0.0
 
     def runs_of(self, phase: str, server: str) -> list[PhaseRun]:
@@ -301,6 +358,8 @@ class BenchReport:
             "shadow_status": self.shadow_status,
             "shadow_rate_rps": self.shadow_rate_rps,
             "profile": self.profile,
+            "peers": [dataclasses.asdict(p) for p in self.peers],
+            "comparison": [dataclasses.asdict(c) for c in build_comparison(self)],
             "elapsed_s": self.elapsed_s,
         }
 
@@ -792,6 +851,159 @@ def start_echo(workdir: Path, workers: int, name: str = "grpc_echo") -> ServerPr
     ]
     proc, stderr_file = _popen(argv, workdir, name)
     return ServerProcess(name, proc, workdir, workers=workers, stderr_file=stderr_file)
+
+
+# --------------------------------------------------------------------------------------
+# Peers: MLServer and KServe over v2 gRPC (loadtest.peers makes their venvs and files)
+# --------------------------------------------------------------------------------------
+
+
+class PeerServer(ServerProcess):
+    """A peer server started in its own session: its serving processes are the process
+    and all its descendants (MLServer's inference workers); ``stop`` ends the group."""
+
+    def __init__(
+        self,
+        name: str,
+        proc: subprocess.Popen[bytes],
+        workdir: Path,
+        launch: peerlib.PeerLaunch,
+        stderr_file: Path,
+    ) -> None:
+        super().__init__(name, proc, workdir, stderr_file=stderr_file)
+        self.launch = launch
+        self.target = launch.target
+
+    def serving_pids(self) -> list[int]:
+        """The peer's process and its descendants (workers, resource trackers)."""
+        return [self.proc.pid, *peerlib.descendants(self.proc.pid)]
+
+    def stop(self, timeout: float = _STOP_TIMEOUT_S) -> int | None:
+        """SIGTERM to the peer, then SIGKILL to its process group after ``timeout``."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(OSError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        with contextlib.suppress(OSError):  # leftover workers of a peer that exited
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        return self.proc.returncode
+
+
+def _peer_request() -> bytes:
+    from loadtest.loadgen import build_oip_request
+
+    return cast(bytes, build_oip_request(LoadSpec(model=MODEL)).SerializeToString())
+
+
+def prepare_peers(
+    settings: BenchSettings, progress: Progress
+) -> tuple[dict[str, peerlib.PeerEnv], list[PeerStatus]]:
+    """Make (or reuse) each peer's venv; the ready ones and the unavailable ones."""
+    cache = Path(settings.peer_cache).expanduser() if settings.peer_cache else None
+    envs: dict[str, peerlib.PeerEnv] = {}
+    failed: list[PeerStatus] = []
+    for name in settings.peers:
+        peer = peerlib.PEERS[name]
+        try:
+            env = peerlib.ensure_venv(peer, cache, progress=progress)
+        except peerlib.PeerUnavailable as exc:
+            progress(f"{peer.title}: unavailable: {exc}")
+            failed.append(PeerStatus(name, peer.title, f"unavailable: {exc}", peer.version))
+            continue
+        how = "reused" if env.reused else "made"
+        progress(
+            f"{peer.title}: venv {how} at {env.venv} (pip install {env.install_s:.0f} s when made)"
+        )
+        envs[name] = env
+    return envs, failed
+
+
+def start_peer(
+    env: peerlib.PeerEnv, model_dir: Path, workdir: Path
+) -> tuple[PeerServer, peerlib.PeerLaunch]:
+    """Write the peer's files into ``<workdir>/peers/<name>`` and start it on free ports."""
+    name = env.peer.name
+    root = workdir / "peers" / name
+    launch = peerlib.prepare_launch(env, root, model_dir, MODEL, _free_port(), _free_port())
+    stderr_file = workdir / f"{name}.stderr"
+    proc = peerlib.popen_peer(launch, stderr_file)
+    return PeerServer(name, proc, workdir, launch, stderr_file), launch
+
+
+def _start_peers(
+    envs: Mapping[str, peerlib.PeerEnv],
+    model_dir: Path,
+    workdir: Path,
+    settings: BenchSettings,
+    servers: list[ServerProcess],
+    progress: Progress,
+) -> tuple[list[PeerServer], list[PeerStatus]]:
+    """Start every peer, then wait for each; (the ready ones, a status for each)."""
+    started: list[tuple[peerlib.PeerEnv, PeerServer, peerlib.PeerLaunch]] = []
+    statuses: list[PeerStatus] = []
+    for env in envs.values():
+        try:
+            server, launch = start_peer(env, model_dir, workdir)
+        except (OSError, peerlib.PeerUnavailable) as exc:
+            statuses.append(_peer_status(env, None, f"unavailable: {exc}"))
+            continue
+        servers.append(server)
+        started.append((env, server, launch))
+    ready: list[PeerServer] = []
+    request = _peer_request()
+    for env, server, launch in started:
+        title = env.peer.title
+        try:
+            assert server.stderr_file is not None
+            ready_s = peerlib.wait_oip_ready(
+                server.proc,
+                server.target,
+                request,
+                settings.startup_timeout_s,
+                server.stderr_file,
+                title,
+            )
+        except peerlib.PeerUnavailable as exc:
+            progress(f"{title}: unavailable: {exc}")
+            statuses.append(_peer_status(env, launch, f"unavailable: {exc}"))
+            server.stop()
+            servers.remove(server)
+            continue
+        progress(f"{peerlib.summary_line(env, launch)}; on {server.target} in {ready_s:.1f} s")
+        statuses.append(_peer_status(env, launch, "measured", ready_s))
+        ready.append(server)
+    return ready, statuses
+
+
+def _peer_status(
+    env: peerlib.PeerEnv,
+    launch: peerlib.PeerLaunch | None,
+    status: str,
+    ready_s: float | None = None,
+) -> PeerStatus:
+    peer = env.peer
+    return PeerStatus(
+        name=peer.name,
+        title=peer.title,
+        status=status,
+        version=env.versions.get(peer.package, peer.version),
+        install_s=round(env.install_s, 1),
+        reused_venv=env.reused,
+        ready_s=None if ready_s is None else round(ready_s, 1),
+        setup=launch.setup if launch is not None else "",
+        versions=dict(env.versions),
+    )
+
+
+def _mark_unavailable(report: BenchReport, name: str, reason: str) -> None:
+    report.peers = [
+        dataclasses.replace(p, status=f"unavailable: {reason}") if p.name == name else p
+        for p in report.peers
+    ]
 
 
 # --------------------------------------------------------------------------------------
@@ -1365,6 +1577,11 @@ def run_bench(
     logs = workdir / "logs"
     logs.mkdir(exist_ok=True)
     workers = settings.workers
+    peer_envs: dict[str, peerlib.PeerEnv] = {}
+    if settings.peers:
+        progress(f"peers: {', '.join(settings.peers)} (virtualenvs)")
+        peer_envs, failed = prepare_peers(settings, progress)
+        report.peers.extend(failed)
 
     with _servers() as servers:
         baseline = start_baseline(repo.version_dir(1), workdir)
@@ -1406,6 +1623,12 @@ def run_bench(
         if echo is not None:
             wait_ready(echo, 1, settings.startup_timeout_s)
             progress(f"gRPC-only echo server on {echo.target} ({workers} processes)")
+        peer_servers: list[PeerServer] = []
+        if peer_envs:
+            peer_servers, statuses = _start_peers(
+                peer_envs, repo.version_dir(1), workdir, settings, servers, progress
+            )
+            report.peers.extend(statuses)
 
         # memory: after the same short burst of traffic on each server
         for server, versions in ((baseline, 1), (gateway, 1)):
@@ -1434,11 +1657,28 @@ def run_bench(
                 ]
                 if echo is not None:
                     plan.append((echo, "tfs_grpc", None))
+                plan.extend((peer, "oip_grpc", None) for peer in peer_servers)
                 for server, protocol, label in plan:
                     run_spec = dataclasses.replace(spec, protocol=cast(ProtocolName, protocol))
-                    run = run_phase(phase, server, run_spec, r, label=label)
+                    if not isinstance(server, PeerServer):
+                        run = run_phase(phase, server, run_spec, r, label=label)
+                    else:
+                        try:
+                            run = run_phase(phase, server, run_spec, r, label=label)
+                        except LoadgenError as exc:  # a peer that died: never the whole run
+                            progress(f"{server.name}: unavailable: {exc}")
+                            _mark_unavailable(report, server.name, f"{phase}: {exc}")
+                            peer_servers.remove(server)
+                            continue
                     report.runs.append(run)
                     progress(_describe(run))
+
+        # the peers: resident memory after their runs, then stopped
+        for peer in peer_servers:
+            report.memory.append(peer.memory(1))
+        for peer in [s for s in servers if isinstance(s, PeerServer)]:
+            peer.stop()
+            servers.remove(peer)
 
         if settings.shadow:
             _shadow_phases(report, settings, repo, workdir, gateway, servers, progress)
@@ -1605,6 +1845,31 @@ def build_rows(report: BenchReport) -> list[Row]:
                 note += f"; {errors} errors"
             add(f"{protocol}_{key}", f"gateway over {name}: {metric}", b, g, note=note)
 
+    for status in _peer_statuses(report):
+        server = status.name
+        label = f"{status.title} {status.version}".strip()
+        for phase, metric_key, key, metric in (
+            ("c1", "p50_ms", "c1_p50_ms", "c=1 p50 latency, ms"),
+            ("c1", "p99_ms", "c1_p99_ms", "c=1 p99 latency, ms"),
+            ("saturation", "throughput_rps", "sat_throughput_rps", f"c={c} throughput, req/s"),
+            ("saturation", "p99_ms", "sat_p99_ms", f"c={c} p99, ms"),
+        ):
+            b, v = med(phase, "baseline", metric_key), med(phase, server, metric_key)
+            notes: list[str] = []
+            if not status.available:
+                notes.append(status.status)
+            gw = med(phase, "gateway", metric_key)
+            if gw is not None and v is not None and gw > 0:
+                notes.append(f"gateway -> {status.title}: {v / gw:.2f}")
+            cpu = med(phase, server, "server_cpu_us_per_request")
+            if phase == "saturation" and metric_key == "throughput_rps" and cpu is not None:
+                notes.append(f"server CPU {cpu:.0f} us/request")
+            errors = sum(r.error_count for r in report.runs_of(phase, server))
+            if errors:
+                notes.append(f"{errors} errors")
+            metric_text = f"{label} over v2 gRPC: {metric}"
+            add(f"{server}_{key}", metric_text, b, v, note="; ".join(notes))
+
     shadow_target = f"ratio <= {TARGET_SHADOW_P99_RATIO:.2f}, 0 errors"
     if report.shadow_status == "measured":
         on_runs = report.runs_of("shadow_on", "gateway_shadow")
@@ -1681,6 +1946,78 @@ def build_rows(report: BenchReport) -> list[Row]:
     return rows
 
 
+def _peer_statuses(report: BenchReport) -> list[PeerStatus]:
+    """One status per requested peer, in ``settings.peers`` order (a peer without a
+    status was never tried: 'unavailable: not run')."""
+    by_name = {p.name: p for p in report.peers}
+    out: list[PeerStatus] = []
+    for name in report.settings.peers:
+        spec = peerlib.PEERS.get(name)
+        title = spec.title if spec else name
+        version = spec.version if spec else ""
+        out.append(by_name.get(name) or PeerStatus(name, title, "unavailable: not run", version))
+    return out
+
+
+def build_comparison(report: BenchReport) -> list[ComparisonRow]:
+    """The comparison table: the baseline, the gateway (TF Serving gRPC and, when
+    measured, v2 gRPC), each peer (v2 gRPC) and the gRPC-only echo ceiling."""
+    med = report.median
+    base_sat = med("saturation", "baseline", "throughput_rps")
+
+    def row(key: str, server: str, protocol: str, rss: float | None, note: str) -> ComparisonRow:
+        sat = med("saturation", key, "throughput_rps")
+        errors = sum(r.error_count for p in ("c1", "saturation") for r in report.runs_of(p, key))
+        if errors:
+            note = f"{note}; {errors} errors" if note else f"{errors} errors"
+        return ComparisonRow(
+            key=key,
+            server=server,
+            protocol=protocol,
+            c1_p50_ms=med("c1", key, "p50_ms"),
+            c1_p99_ms=med("c1", key, "p99_ms"),
+            sat_throughput_rps=sat,
+            sat_p99_ms=med("saturation", key, "p99_ms"),
+            throughput_ratio=_ratio(sat, base_sat),
+            cpu_us_per_request=med("saturation", key, "server_cpu_us_per_request"),
+            rss_mib=rss,
+            note=note,
+        )
+
+    def rss(server: str) -> float | None:
+        sample = report.memory_of(server, 1)
+        return sample.total_mib if sample else None
+
+    s = report.settings
+    rows = [
+        row("baseline", "baseline", "TF Serving gRPC", rss("baseline"), "1 process; no batching"),
+        row(
+            "gateway",
+            "gateway",
+            "TF Serving gRPC",
+            rss("gateway"),
+            f"{s.workers} workers; batching {MAX_BATCH_SIZE} / 0 ms",
+        ),
+    ]
+    if "oip_grpc" in s.protocols:
+        rows.append(row("gateway_oip_grpc", "gateway", "v2 gRPC", rss("gateway"), ""))
+    for status in _peer_statuses(report):
+        label = f"{status.title} {status.version}".strip()
+        note = status.setup if status.available else status.status
+        rows.append(row(status.name, label, "v2 gRPC", rss(status.name), note))
+    if report.runs_of("c1", "grpc_echo") or report.runs_of("saturation", "grpc_echo"):
+        rows.append(
+            row(
+                "grpc_echo",
+                "gRPC echo (ceiling)",
+                "TF Serving gRPC",
+                None,
+                f"no model; {s.workers} processes",
+            )
+        )
+    return rows
+
+
 def _fmt(value: float | None) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
@@ -1728,11 +2065,53 @@ def render_table(report: BenchReport, file: IO[str] | None = None, width: int = 
             met,
             row.note,
         )
+    tables: list[Table] = [table]
+    if s.peers or any(r.server == "grpc_echo" for r in report.runs):
+        c = s.sat_concurrency
+        peers = Table(
+            title="baseline, gateway, peers and the gRPC echo ceiling (same model, same run)",
+            caption=(
+                f"c=1: 1 client; c={c}: {c} clients over {s.sat_procs} generator processes; "
+                "x vs baseline: throughput ratio; CPU: all the server's processes at "
+                "saturation; RSS: peers after their runs, others after a warm-up burst"
+            ),
+        )
+        for name, justify in (
+            ("server", "left"),
+            ("protocol", "left"),
+            ("c=1 p50, ms", "right"),
+            ("c=1 p99, ms", "right"),
+            (f"c={c}, req/s", "right"),
+            (f"c={c} p99, ms", "right"),
+            ("x vs baseline", "right"),
+            ("CPU us/req", "right"),
+            ("RSS, MiB", "right"),
+            ("note", "left"),
+        ):
+            peers.add_column(name, justify=cast(Any, justify))
+        for crow in build_comparison(report):
+            peers.add_row(
+                crow.server,
+                crow.protocol,
+                _fmt(crow.c1_p50_ms),
+                _fmt(crow.c1_p99_ms),
+                _fmt(crow.sat_throughput_rps),
+                _fmt(crow.sat_p99_ms),
+                "-" if crow.throughput_ratio is None else f"{crow.throughput_ratio:.2f}",
+                _fmt(crow.cpu_us_per_request),
+                _fmt(crow.rss_mib),
+                crow.note,
+            )
+        tables.append(peers)
     buffer = io.StringIO()
-    Console(file=buffer, width=width, force_terminal=False, color_system=None).print(table)
+    plain = Console(file=buffer, width=width, force_terminal=False, color_system=None)
+    for t in tables:
+        plain.print(t)
     text = buffer.getvalue()
     if file is not None:
-        Console(file=file, width=width).print(table)
+        console = Console(file=file, width=width)
+        for t in tables:
+            console.print(t)
     return text
 
 
@@ -1764,6 +2143,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=",".join(EXTRA_PROTOCOLS),
         help="comma-separated gateway protocols measured next to TF Serving gRPC "
         f"(default {','.join(EXTRA_PROTOCOLS)}; '' for none)",
+    )
+    p.add_argument(
+        "--peers",
+        default=None,
+        help="comma-separated peer servers measured over v2 gRPC, each from its own "
+        f"virtualenv (default {','.join(peerlib.PEER_NAMES)}, --quick too; '' for none)",
+    )
+    p.add_argument(
+        "--peer-cache",
+        metavar="DIR",
+        default="",
+        help="where the peers' virtualenvs are made and reused "
+        "(default $TF_GATEWAY_BENCH_CACHE or ~/.cache/tf-gateway-bench)",
     )
     p.add_argument("--dir", metavar="DIR", help="work in DIR and keep it (default: temp dir)")
     p.add_argument("--serve-echo", action="store_true", help=argparse.SUPPRESS)
@@ -1797,6 +2189,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     settings = dataclasses.replace(settings, protocols=protocols)
+    if args.peers is not None:
+        names = tuple(n.strip() for n in args.peers.split(",") if n.strip())
+        unknown_peers = peerlib.unknown_peers(names)
+        if unknown_peers:
+            print(
+                f"bench: --peers: unknown {unknown_peers} (choose from {peerlib.PEER_NAMES})",
+                file=sys.stderr,
+            )
+            return 2
+        settings = dataclasses.replace(settings, peers=names)
+    if args.peer_cache:
+        settings = dataclasses.replace(settings, peer_cache=args.peer_cache)
     if settings.rounds < 1 or settings.workers < 1:
         print("bench: --rounds and --workers must be >= 1", file=sys.stderr)
         return 2

@@ -2200,7 +2200,7 @@ async def fuzz_rest(
 
 def scrape(url: str, prefix: str) -> dict[str, float]:
     """Prometheus samples whose name starts with `prefix` (labels kept in the key)."""
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    text = urllib.request.urlopen(url, timeout=60).read().decode()
     out: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith(prefix):
