@@ -161,6 +161,9 @@ class BenchSettings:
     shadow: bool = True
     shadow_duration_s: float = 15.0
     shadow_load_fraction: float = 0.5
+    shadow_executor: str = "process"
+    """`mirroring.executor` of the shadow-on gateway: "process" (idle priority) or
+    "in_process"."""
     memory_versions: bool = True
     memory_warm_s: float = 2.0
     floor_seconds: float = 2.0
@@ -618,6 +621,7 @@ def gateway_config(
     metrics_port: int | None = None,
     model_extra: Mapping[str, Any] | None = None,
     rest_api_port: int | None = None,
+    mirroring: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The benchmark gateway config: loopback, ``tf_intra_op_threads: 1``, batching
     ``{max_batch_size: 64, batch_timeout_micros: 0}``, JSON logs to ``log_file``; with
@@ -640,6 +644,7 @@ def gateway_config(
         },
         "logging": {"level": "info", "format": "json", "file": str(log_file)},
         "models": [model],
+        **({"mirroring": dict(mirroring)} if mirroring else {}),
     }
 
 
@@ -1716,6 +1721,7 @@ def _shadow_phases(
         version_policy={"all": {}},
         metrics_port=metrics_port,
         model_extra={"primary": 1, "shadows": [{"version": 2, "sample_rate": 1.0}]},
+        mirroring={"executor": settings.shadow_executor},
     )
     shadow = start_gateway("gateway_shadow", config, workdir, settings.workers)
     servers.append(shadow)
@@ -1729,7 +1735,10 @@ def _shadow_phases(
         return
     rate = round(saturation * settings.shadow_load_fraction, 1)
     report.shadow_rate_rps = rate
-    progress(f"shadow phases: open loop at {rate:.0f} req/s (shadow off vs on)")
+    progress(
+        f"shadow phases: open loop at {rate:.0f} req/s (shadow off vs on, "
+        f"mirroring.executor: {settings.shadow_executor})"
+    )
     spec = _open_spec(settings, rate)
     for r in range(1, settings.rounds + 1):
         off = run_phase("shadow_off", gateway, spec, r)
@@ -2137,6 +2146,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--profile-seconds", type=float, default=20.0, help="profiled seconds")
     p.add_argument("--no-shadow", action="store_true", help="skip the shadow-cost phases")
+    p.add_argument(
+        "--shadow-executor",
+        choices=("process", "in_process"),
+        default="process",
+        help="mirroring.executor of the shadow-on gateway (default: process, idle priority)",
+    )
     p.add_argument("--no-echo", action="store_true", help="skip the gRPC-only echo server")
     p.add_argument(
         "--protocols",
@@ -2178,6 +2193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = dataclasses.replace(settings, profile_seconds=args.profile_seconds)
     if args.no_shadow:
         settings = dataclasses.replace(settings, shadow=False)
+    settings = dataclasses.replace(settings, shadow_executor=args.shadow_executor)
     if args.no_echo:
         settings = dataclasses.replace(settings, echo=False)
     protocols = tuple(p.strip() for p in args.protocols.split(",") if p.strip())

@@ -181,11 +181,18 @@ def add_servicer(
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
             _parsing(bound, request_cls, method.name, metrics, protocol),
             request_deserializer=None,  # raw bytes: parsed by `_parsing`
-            response_serializer=response_cls.SerializeToString,
+            # the message's own serializer: a servicer may answer with a wire-compatible
+            # message of another type (Classify's pre-encoded results)
+            response_serializer=_serialize,
         )
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(service.full_name, handlers),)
     )
+
+
+def _serialize(message: Any) -> bytes:
+    data: bytes = message.SerializeToString()
+    return data
 
 
 def _parsing(
