@@ -7,6 +7,7 @@ Relative paths are resolved against the directory holding the config file.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -25,6 +26,26 @@ from pydantic import (
 
 from gateway.core.errors import ConfigError
 from gateway.core.limits import DecodeLimits
+
+
+def read_secret(file: Path | None, env: str | None, file_key: str, env_key: str) -> str | None:
+    """A secret named in the config: the file's content (stripped; it wins) or the
+    environment variable's; None when neither is named. ConfigError naming the key when
+    the file cannot be read or is empty, or the variable is unset or empty."""
+    if file is not None:
+        try:
+            secret = file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{file_key}: cannot read {file}: {exc.strerror}") from exc
+        if not secret:
+            raise ConfigError(f"{file_key}: file is empty: {file}")
+        return secret
+    if env is not None:
+        secret = os.environ.get(env, "").strip()
+        if not secret:
+            raise ConfigError(f"{env_key}: environment variable {env} is not set or empty")
+        return secret
+    return None
 
 
 class _Strict(BaseModel):

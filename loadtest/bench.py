@@ -414,18 +414,7 @@ def machine_info() -> dict[str, Any]:
 
 def child_pids(pid: int) -> list[int]:
     """Direct children of ``pid`` (from ``/proc/*/stat``), sorted."""
-    children: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 1 and int(fields[1]) == pid:
-            children.append(int(entry.name))
-    return sorted(children)
+    return sorted(peerlib.children_by_parent().get(pid, []))
 
 
 def rss_kib(pid: int) -> int:

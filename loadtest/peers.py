@@ -665,8 +665,8 @@ def wait_oip_ready(
         time.sleep(0.5)
 
 
-def descendants(pid: int) -> list[int]:
-    """``pid``'s children, grandchildren, ... (from ``/proc/*/stat``)."""
+def children_by_parent() -> dict[int, list[int]]:
+    """Every process's direct children, by parent pid (from ``/proc/*/stat``)."""
     parents: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -678,6 +678,12 @@ def descendants(pid: int) -> list[int]:
         fields = stat[stat.rfind(")") + 2 :].split()
         if len(fields) > 1:
             parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    return parents
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid``'s children, grandchildren, ... (from ``/proc/*/stat``)."""
+    parents = children_by_parent()
     found: list[int] = []
     todo = [pid]
     while todo:

@@ -502,3 +502,53 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.kill()
+
+
+NGINX_CONF = """
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    upstream gateways {{
+{servers}
+        keepalive 8;
+    }}
+    server {{
+        listen 127.0.0.1:{port} http2;
+        location / {{
+            grpc_pass grpc://gateways;
+        }}
+    }}
+}}
+"""
+
+
+def nginx_binary() -> str:
+    """nginx's path; skips the test (naming `make sysdeps`) when it is not installed."""
+    import shutil
+
+    import pytest
+
+    found = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
+    if found is None:
+        pytest.skip("nginx not found (make sysdeps installs it)")
+    return found
+
+
+def nginx_conf(directory: Path, ports: list[int], listen: int) -> Path:
+    """An nginx config balancing gRPC (`grpc_pass`, round robin) over the gateways on
+    `ports`, listening on `listen`; returns its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    servers = "\n".join(f"        server 127.0.0.1:{p};" for p in ports)
+    path = directory / "nginx.conf"
+    path.write_text(NGINX_CONF.format(d=directory, servers=servers, port=listen))
+    return path

@@ -26,7 +26,6 @@ URL (never the password) and the error.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import re
 from collections.abc import AsyncIterator
@@ -42,7 +41,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, RedisError, WatchError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.config import RolloutStoreConfig
+from gateway.config import RolloutStoreConfig, read_secret
+from gateway.core.errors import ConfigError
 from gateway.routing.rollout import RolloutState
 from gateway.routing.state_store import Change, Evidence, StoreUnavailable
 from gateway.routing.store import CorruptStateError
@@ -122,21 +122,16 @@ class RedisStateStore:
         if not cfg.url:
             raise ValueError("rollouts.store.url: required for kind redis")
         bare, shown, url_user, url_password = _split_url(cfg.url)
-        password = url_password
-        if cfg.password_file is not None:
-            try:
-                password = cfg.password_file.read_text().strip()
-            except OSError as exc:
-                raise ValueError(
-                    f"rollouts.store.password_file: cannot read {cfg.password_file}: {exc}"
-                ) from exc
-        elif cfg.password_env is not None:
-            password = os.environ.get(cfg.password_env)
-            if password is None:
-                raise ValueError(
-                    f"rollouts.store.password_env: environment variable {cfg.password_env} "
-                    "is not set"
-                )
+        try:
+            named = read_secret(
+                cfg.password_file,
+                cfg.password_env,
+                "rollouts.store.password_file",
+                "rollouts.store.password_env",
+            )
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+        password = named if named is not None else url_password
         kwargs: dict[str, Any] = {
             "username": cfg.username or url_user,
             "password": password or None,

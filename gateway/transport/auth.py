@@ -10,11 +10,10 @@ Without a configured token, mutations are open (the gateway logs a warning at st
 from __future__ import annotations
 
 import hmac
-import os
 from typing import Any
 
-from gateway.config import ServerConfig
-from gateway.core.errors import ConfigError, Unauthenticated
+from gateway.config import ServerConfig, read_secret
+from gateway.core.errors import Unauthenticated
 
 AUTHORIZATION = "authorization"
 
@@ -22,25 +21,12 @@ AUTHORIZATION = "authorization"
 def load_token(server: ServerConfig) -> str | None:
     """The admin token named in the config (file wins over env); ConfigError when the
     named file is empty or the named environment variable is unset or empty."""
-    if server.admin_token_file is not None:
-        try:
-            token = server.admin_token_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"server.admin_token_file: cannot read {server.admin_token_file}: {exc.strerror}"
-            ) from exc
-        if not token:
-            raise ConfigError(f"server.admin_token_file: file is empty: {server.admin_token_file}")
-        return token
-    if server.admin_token_env is not None:
-        token = os.environ.get(server.admin_token_env, "").strip()
-        if not token:
-            raise ConfigError(
-                f"server.admin_token_env: environment variable {server.admin_token_env} "
-                "is not set or empty"
-            )
-        return token
-    return None
+    return read_secret(
+        server.admin_token_file,
+        server.admin_token_env,
+        "server.admin_token_file",
+        "server.admin_token_env",
+    )
 
 
 class AdminAuth:

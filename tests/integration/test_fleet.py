@@ -26,7 +26,14 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
 from gateway.routing.router import routing_hash
 from gateway.workers import free_port
-from tests.support import GatewayProcess, Traffic, predict_request, wait_until
+from tests.support import (
+    GatewayProcess,
+    Traffic,
+    nginx_binary,
+    nginx_conf,
+    predict_request,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -55,41 +62,6 @@ def fleet_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     _build(built["good"], 0.0)
     _build(built["bad"], 1.0)
     return built
-
-
-def _nginx() -> str:
-    found = shutil.which("nginx") or (
-        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
-    )
-    if found is None:
-        pytest.skip("nginx not found (make sysdeps installs it)")
-    return found
-
-
-NGINX_CONF = """
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    upstream gateways {{
-{servers}
-        keepalive 8;
-    }}
-    server {{
-        listen 127.0.0.1:{port} http2;
-        location / {{
-            grpc_pass grpc://gateways;
-        }}
-    }}
-}}
-"""
 
 
 class Fleet:
@@ -135,12 +107,9 @@ class Fleet:
         for p in self.ports:
             with grpc.insecure_channel(f"127.0.0.1:{p}") as ch:
                 _wait_available(ch)
-        conf = self.tmp / "nginx"
-        conf.mkdir()
-        servers = "\n".join(f"        server 127.0.0.1:{p};" for p in self.ports)
-        (conf / "nginx.conf").write_text(NGINX_CONF.format(d=conf, servers=servers, port=self.lb))
+        conf = nginx_conf(self.tmp / "nginx", self.ports, self.lb)
         self.nginx = subprocess.Popen(
-            [_nginx(), "-p", str(conf), "-c", str(conf / "nginx.conf"), "-g", "daemon off;"],
+            [nginx_binary(), "-p", str(conf.parent), "-c", str(conf), "-g", "daemon off;"],
             stderr=subprocess.PIPE,
         )
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.lb}")

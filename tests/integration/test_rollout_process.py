@@ -18,7 +18,15 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from gateway._proto.gateway.v1 import admin_pb2, admin_pb2_grpc
 from gateway.routing.router import routing_hash
 from gateway.workers import free_port
-from tests.support import GatewayProcess, certificates, predict_request, run_cli, wait_until
+from tests.support import (
+    GatewayProcess,
+    certificates,
+    nginx_binary,
+    nginx_conf,
+    predict_request,
+    run_cli,
+    wait_until,
+)
 
 KEYS = [f"user-{i}" for i in range(200)]
 
@@ -189,39 +197,8 @@ def test_sigkill_mid_rollout_resumes_the_same_step_and_keys(
         gw.kill()
 
 
-NGINX_CONF = """
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    upstream gateways {{
-        server 127.0.0.1:{p1};
-        server 127.0.0.1:{p2};
-        keepalive 8;
-    }}
-    server {{
-        listen 127.0.0.1:{port} http2;
-        location / {{
-            grpc_pass grpc://gateways;
-        }}
-    }}
-}}
-"""
-
-
 def test_two_replicas_behind_nginx_send_every_key_to_the_same_version(shadow_models, tmp_path):
-    nginx = shutil.which("nginx") or (
-        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
-    )
-    if nginx is None:
-        pytest.skip("nginx not found (make sysdeps installs it)")
+    nginx = nginx_binary()
     base = _repo(tmp_path, shadow_models)
     p1, p2, lb = free_port(), free_port(), free_port()
     replicas = [
@@ -232,9 +209,7 @@ def test_two_replicas_behind_nginx_send_every_key_to_the_same_version(shadow_mod
         )
         for i, p in enumerate((p1, p2))
     ]  # fmt: skip
-    conf_dir = tmp_path / "nginx"
-    conf_dir.mkdir()
-    (conf_dir / "nginx.conf").write_text(NGINX_CONF.format(d=conf_dir, p1=p1, p2=p2, port=lb))
+    conf = nginx_conf(tmp_path / "nginx", [p1, p2], lb)
     proc = None
     try:
         for r in replicas:
@@ -243,7 +218,7 @@ def test_two_replicas_behind_nginx_send_every_key_to_the_same_version(shadow_mod
             with grpc.insecure_channel(f"127.0.0.1:{p}") as ch:
                 _wait_both_available(ch)
         proc = subprocess.Popen(
-            [nginx, "-p", str(conf_dir), "-c", str(conf_dir / "nginx.conf"), "-g", "daemon off;"],
+            [nginx, "-p", str(conf.parent), "-c", str(conf), "-g", "daemon off;"],
             stderr=subprocess.PIPE,
         )
         channel = grpc.insecure_channel(f"127.0.0.1:{lb}")
