@@ -274,12 +274,15 @@ def ensure_venv(
     reqs = requirements(peer)
     sites = project_site_packages()
     marker = _marker(venv)
-    if (
-        marker is not None
-        and marker.get("requirements") == reqs
-        and marker.get("project_site_packages") == sites
-        and _venv_python(venv).exists()
-    ):
+    if marker is not None and marker.get("requirements") == reqs and _venv_python(venv).exists():
+        if marker.get("project_site_packages") != sites:
+            # another checkout (a CI clone) of the same project: point the venv at its
+            # site-packages; what pip installed there does not depend on it
+            site = _venv_site(venv)
+            site.mkdir(parents=True, exist_ok=True)
+            (site / PTH_NAME).write_text("".join(f"{path}\n" for path in sites))
+            marker["project_site_packages"] = sites
+            (venv / MARKER_NAME).write_text(json.dumps(marker, indent=2, sort_keys=True))
         versions = {str(k): str(v) for k, v in dict(marker.get("versions") or {}).items()}
         return PeerEnv(peer, venv, _venv_python(venv), float(marker["install_s"]), True, versions)
 

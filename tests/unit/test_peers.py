@@ -191,6 +191,34 @@ def test_ensure_venv_reuses_a_venv_with_the_same_requirements(tmp_path: Path) ->
     assert env.versions["kserve"] == peer.version
 
 
+def test_another_checkout_reuses_the_venv_pointed_at_its_own_site_packages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a CI clone of the same project: nothing is installed again
+    peer = peers.PEERS["kserve"]
+    venv = peers.venv_dir(tmp_path, peer)
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").touch()
+    marker = {
+        "requirements": peers.requirements(peer),
+        "project_site_packages": ["/elsewhere/.venv/lib/python3.11/site-packages"],
+        "install_s": 9.0,
+        "versions": {},
+    }
+    (venv / peers.MARKER_NAME).write_text(json.dumps(marker))
+
+    def no_install(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        raise AssertionError(f"ran {argv}")
+
+    monkeypatch.setattr(peers.subprocess, "run", no_install)
+    env = peers.ensure_venv(peer, tmp_path)
+    assert env.reused
+    pth = next((venv / "lib").glob(f"python*/site-packages/{peers.PTH_NAME}"))
+    assert pth.read_text().splitlines() == peers.project_site_packages()
+    saved = json.loads((venv / peers.MARKER_NAME).read_text())
+    assert saved["project_site_packages"] == peers.project_site_packages()
+
+
 def test_ensure_venv_reports_failures_as_unavailable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
