@@ -35,7 +35,7 @@ sysdeps:
 	fi
 
 test: lint sysdeps
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not image"
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not image" --durations=15
 
 # The container image built from the Dockerfile and run (podman or docker; skips, saying
 # why, where no engine can run a container). CI runs it after `make test`.
