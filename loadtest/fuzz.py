@@ -2215,11 +2215,10 @@ def internal_errors(metrics_url: str) -> float:
 
 
 def rss_bytes(pid: int) -> int:
-    """VmRSS of `pid` (bytes)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
+    """VmRSS of `pid` (bytes; 0 when it is gone): the benchmark's reader."""
+    from loadtest.bench import rss_kib
+
+    return rss_kib(pid) * 1024
 
 
 _RID = re.compile(r"\(request id [^)]*\)")

@@ -34,13 +34,10 @@ class Admission:
         self.max_bytes = max_bytes
         self.requests = 0
         self.bytes = 0
-        self.shed: dict[str, int] = {"requests": 0, "bytes": 0}
-        """Refusals so far, by the limit that refused them."""
         self._on_shed = on_shed
         """Told the limit's name ("requests", "bytes") at each refusal (the metrics)."""
 
     def _refuse(self, limit: str) -> None:
-        self.shed[limit] += 1
         if self._on_shed is not None:
             self._on_shed(limit)
 
